@@ -1,0 +1,217 @@
+"""Score one pair: the primary's response against the candidate's (or the replica's).
+
+Pure and cheap: every comparator here runs on every pair. The semantic score is filled in
+later, batched across pairs, by `comparators.semantic`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import orjson
+
+from comparators.cost import Price, call_cost_usd
+from comparators.json_diff import json_diff
+from comparators.text import length_ratio, lexical_similarity, normalize
+from schemas.events import Event, Status, Task
+
+MISSING = "missing"
+
+
+class Outcome(StrEnum):
+    PAIRED = "paired"
+    CANDIDATE_MISSING = "candidate_missing"  # the other arm never arrived: its failure
+    PRIMARY_MISSING = "primary_missing"
+    SPLIT = "split"  # split-mode traffic: one arm served the request, nothing to pair
+
+
+@dataclass(frozen=True, slots=True)
+class PairScore:
+    """Everything known about one request's pair; one row of the pairs table."""
+
+    request_id: str
+    experiment: str
+    segment: str
+    task: str
+    mode: str
+    comparison: str  # the arm compared with the primary: candidate | replica
+    outcome: Outcome
+    event_time_ms: int
+    primary_model: str = ""
+    primary_provider: str = ""
+    candidate_model: str = ""
+    candidate_provider: str = ""
+    primary_status: str = MISSING
+    candidate_status: str = MISSING
+    primary_error_type: str | None = None
+    candidate_error_type: str | None = None
+    primary_latency_ms: float | None = None
+    candidate_latency_ms: float | None = None
+    primary_ttft_ms: float | None = None
+    candidate_ttft_ms: float | None = None
+    latency_ratio: float | None = None
+    latency_delta_ms: float | None = None
+    primary_cost_usd: float | None = None
+    candidate_cost_usd: float | None = None
+    cost_delta_usd: float | None = None
+    primary_output_tokens: int | None = None
+    candidate_output_tokens: int | None = None
+    length_ratio: float | None = None
+    primary_finish_reason: str | None = None
+    candidate_finish_reason: str | None = None
+    finish_reason_changed: bool | None = None
+    error_disagreement: bool | None = None
+    exact_match: bool | None = None
+    label_agree: bool | None = None
+    embedding_cosine: float | None = None
+    lexical_similarity: float | None = None
+    semantic_similarity: float | None = None
+    json_field_agreement: float | None = None
+    json_missing: tuple[str, ...] = ()
+    json_extra: tuple[str, ...] = ()
+    json_changed: tuple[str, ...] = ()
+    primary_body: str = ""
+    candidate_body: str = ""
+    weight: float = 1.0  # inverse sampling probability of the costly scores
+
+    @property
+    def primary_failed(self) -> bool:
+        return self.primary_status != Status.OK
+
+    @property
+    def candidate_failed(self) -> bool:
+        """A missing candidate counts as its failure (the request got no usable answer)."""
+        return self.candidate_status != Status.OK
+
+    @property
+    def quality(self) -> float | None:
+        """The task's headline agreement in [0, 1]; None unless both arms answered."""
+        if self.outcome != Outcome.PAIRED or self.primary_failed or self.candidate_failed:
+            return None
+        if self.task == Task.CLASSIFICATION:
+            return None if self.label_agree is None else float(self.label_agree)
+        if self.task == Task.EMBEDDING:
+            return self.embedding_cosine
+        if self.task == Task.EXTRACTION:
+            return self.json_field_agreement
+        if self.semantic_similarity is not None:
+            return self.semantic_similarity
+        return self.lexical_similarity
+
+
+def body(event: Event) -> str:
+    """The response as text for storage and text comparators."""
+    out = event.output
+    if out.text is not None:
+        return out.text
+    if out.label is not None:
+        return out.label
+    if out.json is not None:
+        return orjson.dumps(out.json, option=orjson.OPT_SORT_KEYS).decode()
+    return ""
+
+
+def embedding_cosine(a: tuple[float, ...], b: tuple[float, ...]) -> float | None:
+    """Cosine of two output vectors; None when dimensions differ or a vector is zero."""
+    if len(a) != len(b) or not a:
+        return None
+    va, vb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    denom = float(np.linalg.norm(va) * np.linalg.norm(vb))
+    return float(va @ vb / denom) if denom > 0 else None
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+def _content_scores(primary: Event, other: Event, p_body: str, o_body: str) -> dict[str, object]:
+    scores: dict[str, object] = {}
+    if primary.status != Status.OK or other.status != Status.OK:
+        return scores
+    pl, ol = primary.output.label, other.output.label
+    if pl is not None and ol is not None:
+        scores["label_agree"] = normalize(pl) == normalize(ol)
+    pe, oe = primary.output.embedding, other.output.embedding
+    if pe is not None and oe is not None:
+        scores["embedding_cosine"] = embedding_cosine(pe, oe)
+    if primary.output.json is not None or other.output.json is not None:
+        diff = json_diff(primary.output.json, other.output.json)
+        scores.update(
+            json_field_agreement=diff.field_agreement,
+            json_missing=diff.missing,
+            json_extra=diff.extra,
+            json_changed=diff.changed,
+        )
+    if primary.output.text is not None and other.output.text is not None:
+        scores["exact_match"] = normalize(p_body) == normalize(o_body)
+        scores["lexical_similarity"] = lexical_similarity(p_body, o_body)
+        scores["length_ratio"] = length_ratio(o_body, p_body)
+    return scores
+
+
+def _arm_fields(prefix: str, event: Event, prices: Mapping[str, Price]) -> dict[str, object]:
+    return {
+        f"{prefix}_model": event.model,
+        f"{prefix}_provider": event.provider,
+        f"{prefix}_status": str(event.status),
+        f"{prefix}_error_type": event.error_type,
+        f"{prefix}_latency_ms": event.latency_ms,
+        f"{prefix}_ttft_ms": event.ttft_ms,
+        f"{prefix}_cost_usd": call_cost_usd(
+            event.cost_usd, event.model, event.input_tokens, event.output_tokens, prices
+        ),
+        f"{prefix}_output_tokens": event.output_tokens,
+        f"{prefix}_finish_reason": event.finish_reason,
+        f"{prefix}_body": body(event),
+    }
+
+
+def score_pair(primary: Event, other: Event, prices: Mapping[str, Price]) -> PairScore:
+    """Compare both halves of one request: deltas, status disagreement and content scores."""
+    p, o = _arm_fields("primary", primary, prices), _arm_fields("candidate", other, prices)
+    p_cost, o_cost = p["primary_cost_usd"], o["candidate_cost_usd"]
+    both_ok = primary.status == Status.OK and other.status == Status.OK
+    return PairScore(
+        request_id=primary.request_id,
+        experiment=primary.experiment,
+        segment=primary.segment,
+        task=str(primary.task),
+        mode=other.mode,
+        comparison=str(other.arm),
+        outcome=Outcome.PAIRED,
+        event_time_ms=primary.event_time_ms,
+        latency_ratio=_ratio(other.latency_ms, primary.latency_ms) if both_ok else None,
+        latency_delta_ms=other.latency_ms - primary.latency_ms if both_ok else None,
+        cost_delta_usd=(o_cost - p_cost)
+        if isinstance(p_cost, float) and isinstance(o_cost, float)
+        else None,
+        finish_reason_changed=(primary.finish_reason != other.finish_reason) if both_ok else None,
+        error_disagreement=(primary.status == Status.OK) != (other.status == Status.OK),
+        **p,
+        **o,
+        **_content_scores(primary, other, str(p["primary_body"]), str(o["candidate_body"])),
+    )
+
+
+def score_orphan(present: Event, missing_arm: str, prices: Mapping[str, Price]) -> PairScore:
+    """A request whose other half never came: kept, and counted against the missing arm."""
+    if present.arm == "primary":
+        outcome, comparison = Outcome.CANDIDATE_MISSING, missing_arm
+        fields = _arm_fields("primary", present, prices)
+    else:
+        outcome, comparison = Outcome.PRIMARY_MISSING, str(present.arm)
+        fields = _arm_fields("candidate", present, prices)
+    return PairScore(
+        request_id=present.request_id,
+        experiment=present.experiment,
+        segment=present.segment,
+        task=str(present.task),
+        mode=present.mode,
+        comparison=comparison,
+        outcome=outcome,
+        event_time_ms=present.event_time_ms,
+        **fields,
+    )

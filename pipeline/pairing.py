@@ -1,0 +1,135 @@
+"""Pair the halves of each request by request id, with an event-time watermark.
+
+faust-streaming has no stream-stream join, so pairing is a small state machine over a
+mapping (a dict in the replay, a changelogged Faust Table in the worker). Values are
+reassigned, never mutated, so a Table persists every change.
+
+Rules:
+- a pair is emitted as soon as the primary and another arm of the same request are both in;
+- a request still incomplete when the watermark passes `start + timeout` becomes an orphan,
+  counted against the arm that is missing (replica halves are sampled, so a missing replica
+  is not an orphan);
+- a half seen twice never makes a second pair; the request id is remembered as closed until
+  the watermark passes `start + timeout + retention`, so late duplicates are recognised;
+- a half that arrives after its request was closed as an orphan is counted as late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from schemas.events import Arm, Event
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """The halves seen so far of one request."""
+
+    start_time_ms: int
+    events: tuple[Event, ...] = ()
+    paired_arms: tuple[str, ...] = ()  # non-primary arms already paired with the primary
+    closed: bool = False  # orphans were emitted; kept only to recognise stragglers
+
+    def arm(self, arm: str) -> Event | None:
+        return next((e for e in self.events if e.arm == arm), None)
+
+
+class Drop(StrEnum):
+    """Why an event produced no new pair; each is counted, none is silent."""
+
+    DUPLICATE = "duplicate"
+    LATE = "late"
+
+
+@dataclass(frozen=True, slots=True)
+class PairingConfig:
+    timeout_ms: int = 30_000  # how long to wait for the other half, in event time
+    lateness_ms: int = 5_000  # how far behind the newest completion the watermark trails
+    retention_ms: int = 120_000  # how long a closed request id is remembered
+
+
+@dataclass(frozen=True, slots=True)
+class Matched:
+    """What one event or one sweep produced."""
+
+    pairs: tuple[tuple[Event, Event], ...] = ()  # (primary, other)
+    orphans: tuple[tuple[Event, str], ...] = ()  # (present half, missing arm)
+    singles: tuple[Event, ...] = ()  # split-mode events, scored alone
+    dropped: tuple[tuple[Event, Drop], ...] = ()
+
+
+class Pairer:
+    """Joins halves in `state` (request id -> Pending) and tracks the watermark."""
+
+    def __init__(
+        self,
+        state: MutableMapping[str, Pending],
+        config: PairingConfig | None = None,
+        watermark_ms: int = 0,
+    ) -> None:
+        self.state = state
+        self.config = config or PairingConfig()
+        self.watermark_ms = watermark_ms
+
+    def add(self, event: Event) -> Matched:
+        """Take one half; return the pair it completes, if any."""
+        self.watermark_ms = max(
+            self.watermark_ms, event.completed_ms - self.config.lateness_ms
+        )
+        if event.mode == "split":
+            return Matched(singles=(event,))
+        key = event.request_id
+        pending = self.state.get(key) or Pending(start_time_ms=event.start_time_ms)
+        if pending.closed:
+            return Matched(dropped=((event, Drop.LATE),))
+        if pending.arm(event.arm) is not None:
+            return Matched(dropped=((event, Drop.DUPLICATE),))
+        primary = event if event.arm == Arm.PRIMARY else pending.arm(Arm.PRIMARY)
+        partners = (
+            [e for e in pending.events if e.arm not in pending.paired_arms]
+            if event.arm == Arm.PRIMARY
+            else ([event] if primary is not None else [])
+        )
+        self.state[key] = replace(
+            pending,
+            start_time_ms=min(pending.start_time_ms, event.start_time_ms),
+            events=(*pending.events, event),
+            paired_arms=(*pending.paired_arms, *(str(e.arm) for e in partners)),
+        )
+        if primary is None:
+            return Matched()
+        return Matched(pairs=tuple((primary, other) for other in partners))
+
+    def sweep(self) -> Matched:
+        """Close requests whose timeout passed the watermark; forget old closed ones."""
+        cfg, orphans = self.config, []
+        for key, pending in list(self.state.items()):
+            deadline = pending.start_time_ms + cfg.timeout_ms
+            if pending.closed:
+                if deadline + cfg.retention_ms <= self.watermark_ms:
+                    del self.state[key]
+                continue
+            if deadline > self.watermark_ms:
+                continue
+            orphans.extend(_orphans_of(pending))
+            self.state[key] = replace(pending, closed=True)
+        return Matched(orphans=tuple(orphans))
+
+    def flush(self) -> Matched:
+        """End of input: every open request is complete or an orphan now."""
+        self.watermark_ms = max(
+            [self.watermark_ms]
+            + [p.start_time_ms + self.config.timeout_ms for p in self.state.values()]
+        )
+        return self.sweep()
+
+
+def _orphans_of(pending: Pending) -> list[tuple[Event, str]]:
+    primary = pending.arm(Arm.PRIMARY)
+    if primary is None:
+        return [(e, str(Arm.PRIMARY)) for e in pending.events]
+    if pending.arm(Arm.CANDIDATE) is None:
+        return [(primary, str(Arm.CANDIDATE))]
+    return []

@@ -1,0 +1,85 @@
+"""Event-time tumbling windows per (experiment, segment, comparison).
+
+Windows close on our own event-time watermark, never on the wall clock (Faust's windowed
+tables expire on the wall clock and do not hand the aggregate to `on_window_close`).
+A pair that arrives for a window already closed is not dropped: it goes into the open
+window that holds the watermark and is counted in `late_pairs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+
+from comparators.aggregate import Aggregate
+from comparators.pairs import PairScore
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class WindowKey:
+    experiment: str
+    segment: str
+    comparison: str
+    start_ms: int
+
+
+@dataclass(slots=True)
+class WindowState:
+    aggregate: Aggregate = field(default_factory=Aggregate)
+    late_pairs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    key: WindowKey
+    end_ms: int
+    aggregate: Aggregate
+    late_pairs: int
+
+
+def window_start(t_ms: int, size_ms: int) -> int:
+    return t_ms - t_ms % size_ms
+
+
+class TumblingWindows:
+    """Assigns scores to windows and returns the windows the watermark has passed."""
+
+    def __init__(
+        self,
+        size_ms: int,
+        grace_ms: int,
+        state: MutableMapping[WindowKey, WindowState] | None = None,
+    ) -> None:
+        self.size_ms = size_ms
+        self.grace_ms = grace_ms
+        self.state = {} if state is None else state
+        self.closed_before_ms = 0  # windows starting before this have been emitted
+
+    def add(self, score: PairScore, watermark_ms: int) -> None:
+        start = window_start(score.event_time_ms, self.size_ms)
+        late = start < self.closed_before_ms
+        if late:
+            start = max(window_start(watermark_ms, self.size_ms), self.closed_before_ms)
+        key = WindowKey(score.experiment, score.segment, score.comparison, start)
+        window = self.state.get(key) or WindowState()
+        window.aggregate.add(score)
+        window.late_pairs += late
+        self.state[key] = window  # reassign: a Table persists on set
+
+    def advance(self, watermark_ms: int) -> list[ClosedWindow]:
+        """Close every window whose end plus grace the watermark has passed, oldest first."""
+        horizon = window_start(watermark_ms - self.grace_ms, self.size_ms)
+        closed = sorted(k for k in self.state if k.start_ms + self.size_ms <= horizon)
+        self.closed_before_ms = max(self.closed_before_ms, horizon)
+        return [self._close(k) for k in closed]
+
+    def flush(self) -> list[ClosedWindow]:
+        """End of input: close everything."""
+        closed = sorted(self.state)
+        if closed:
+            self.closed_before_ms = max(k.start_ms for k in closed) + self.size_ms
+        return [self._close(k) for k in closed]
+
+    def _close(self, key: WindowKey) -> ClosedWindow:
+        window = self.state.pop(key)
+        return ClosedWindow(key, key.start_ms + self.size_ms, window.aggregate, window.late_pairs)
