@@ -16,7 +16,7 @@ import orjson
 from comparators.cost import Price, call_cost_usd
 from comparators.json_diff import json_diff
 from comparators.text import length_ratio, lexical_similarity, normalize
-from schemas.events import Event, Status, Task
+from schemas.events import Arm, Event, Status, Task
 
 MISSING = "missing"
 
@@ -198,12 +198,21 @@ def score_pair(primary: Event, other: Event, prices: Mapping[str, Price]) -> Pai
 
 def score_orphan(present: Event, missing_arm: str, prices: Mapping[str, Price]) -> PairScore:
     """A request whose other half never came: kept, and counted against the missing arm."""
-    if present.arm == "primary":
-        outcome, comparison = Outcome.CANDIDATE_MISSING, missing_arm
-        fields = _arm_fields("primary", present, prices)
-    else:
-        outcome, comparison = Outcome.PRIMARY_MISSING, str(present.arm)
-        fields = _arm_fields("candidate", present, prices)
+    if present.arm == Arm.PRIMARY:
+        return _single(present, Outcome.CANDIDATE_MISSING, missing_arm, prices)
+    return _single(present, Outcome.PRIMARY_MISSING, str(present.arm), prices)
+
+
+def score_split(event: Event, prices: Mapping[str, Price]) -> PairScore:
+    """Split-mode traffic: one arm served the request; its latency, cost and errors count."""
+    comparison = str(Arm.CANDIDATE) if event.arm == Arm.PRIMARY else str(event.arm)
+    return _single(event, Outcome.SPLIT, comparison, prices)
+
+
+def _single(
+    present: Event, outcome: Outcome, comparison: str, prices: Mapping[str, Price]
+) -> PairScore:
+    prefix = "primary" if present.arm == Arm.PRIMARY else "candidate"
     return PairScore(
         request_id=present.request_id,
         experiment=present.experiment,
@@ -213,5 +222,5 @@ def score_orphan(present: Event, missing_arm: str, prices: Mapping[str, Price]) 
         comparison=comparison,
         outcome=outcome,
         event_time_ms=present.event_time_ms,
-        **fields,
+        **_arm_fields(prefix, present, prices),
     )

@@ -75,9 +75,7 @@ class Pairer:
 
     def add(self, event: Event) -> Matched:
         """Take one half; return the pair it completes, if any."""
-        self.watermark_ms = max(
-            self.watermark_ms, event.completed_ms - self.config.lateness_ms
-        )
+        self.watermark_ms = max(self.watermark_ms, event.completed_ms - self.config.lateness_ms)
         if event.mode == "split":
             return Matched(singles=(event,))
         key = event.request_id

@@ -1,0 +1,132 @@
+"""The migration policy: thresholds, windows and the traffic ramp, parsed once and frozen.
+
+Defaults are the seeds' thresholds. Unknown keys are an error, never silently ignored: a
+typo in a rollback threshold must not turn the threshold off.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from comparators.cost import Price
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyPolicy:
+    quantile: float = 0.99
+    max_relative_increase: float = 0.20  # candidate p99 may be at most 20 % above primary
+    critical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPolicy:
+    max_absolute: float = 0.05  # candidate error rate above 5 % ...
+    max_increase: float = 0.02  # ... and above primary + 2 pp
+    critical: bool = True  # errors roll back to 0 %, not one stage
+
+
+@dataclass(frozen=True, slots=True)
+class QualityPolicy:
+    max_relative_drop: float = 0.10  # agreement/similarity down more than 10 % relative
+    baseline_pairs: int = 200  # without a replica arm: the first pairs set the baseline
+    critical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CostPolicy:
+    max_relative_increase: float = 0.10  # more than 10 % over forecast
+    forecast_usd_per_request: float | None = None  # None: forecast = the primary's cost
+    critical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPolicy:
+    size_ms: int = 60_000
+    grace_ms: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PairingPolicy:
+    timeout_ms: int = 30_000
+    lateness_ms: int = 5_000
+    retention_ms: int = 120_000
+    min_pairing_rate: float = 0.90  # below this, promotion is blocked
+
+
+@dataclass(frozen=True, slots=True)
+class RampPolicy:
+    stages_percent: tuple[float, ...] = (0, 1, 5, 10, 25, 50, 75, 100)
+    min_hold_ms: int = 120_000  # event time a stage must run before promotion
+    min_pairs: int = 200  # pairs a stage must see before promotion
+    heartbeat_ms: int = 10_000
+    lease_ms: int = 30_000  # routers freeze if no heartbeat within this
+
+
+@dataclass(frozen=True, slots=True)
+class JudgePolicy:
+    min_pairs: int = 50  # per metric and segment window; fewer gives a NODATA verdict
+    alpha: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    latency: LatencyPolicy = field(default_factory=LatencyPolicy)
+    errors: ErrorPolicy = field(default_factory=ErrorPolicy)
+    quality: QualityPolicy = field(default_factory=QualityPolicy)
+    cost: CostPolicy = field(default_factory=CostPolicy)
+    windows: WindowPolicy = field(default_factory=WindowPolicy)
+    pairing: PairingPolicy = field(default_factory=PairingPolicy)
+    ramp: RampPolicy = field(default_factory=RampPolicy)
+    judge: JudgePolicy = field(default_factory=JudgePolicy)
+    prices: dict[str, Price] = field(default_factory=dict)
+
+
+class PolicyError(ValueError):
+    pass
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    if not isinstance(data, dict):
+        raise PolicyError(f"[{where}] must be a table")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise PolicyError(f"unknown key(s) in [{where}]: {', '.join(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{where}.{name}".lstrip("."))
+        elif name == "prices":
+            kwargs[name] = {
+                model: _build(Price, spec, f"prices.{model}") for model, spec in value.items()
+            }
+        elif name == "stages_percent":
+            kwargs[name] = tuple(float(v) for v in value)
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise PolicyError(f"[{where}]: {exc}") from None
+
+
+def parse_policy(doc: dict[str, Any]) -> Policy:
+    """Build a Policy from a parsed TOML document; reject unknown keys and bad stages."""
+    policy: Policy = _build(Policy, doc, "")
+    stages = policy.ramp.stages_percent
+    if not stages or stages[0] != 0 or list(stages) != sorted(set(stages)) or stages[-1] > 100:
+        raise PolicyError(f"ramp.stages_percent must rise strictly from 0 to <= 100: {stages}")
+    return policy
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """The policy in a TOML file, or the defaults when no path is given."""
+    if path is None:
+        return Policy()
+    with open(path, "rb") as fh:
+        return parse_policy(tomllib.load(fh))

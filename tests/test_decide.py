@@ -1,0 +1,148 @@
+"""The judge and the ramp: rollback, hold and promote, with their evidence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from comparators.aggregate import Aggregate
+from comparators.pairs import PairScore, score_orphan, score_pair
+from judge.decide import ExperimentState, decide
+from judge.policy import Policy, RampPolicy
+from judge.ramp import RampState, transition
+from judge.verdicts import Action, Metric, Verdict
+from pipeline.windows import ClosedWindow, WindowKey
+from schemas.events import Status
+from tests.builders import alpaca, event
+
+POLICY = Policy()
+GPT4, LLAMA = alpaca("gpt4_0613"), alpaca("Meta-Llama-3-70B-Instruct")
+WEAK = alpaca("gpt4_0613_concise")
+
+
+def window(
+    n: int = 300,
+    *,
+    latency_factor: float = 1.0,
+    error_share: float = 0.0,
+    orphan_share: float = 0.0,
+    weak_share: float = 0.0,
+    comparison: str = "candidate",
+    segment: str = "helpful_base",
+    seed: int = 0,
+    start_ms: int = 0,
+) -> ClosedWindow:
+    rng = np.random.default_rng(seed)
+    agg = Aggregate()
+    for i in range(n):
+        rid, lat = f"r{seed}-{i}", float(rng.lognormal(7.5, 0.4))
+        primary = event(rid, start=start_ms + i, latency=lat, text=GPT4[i % 100]["output"])
+        if rng.random() < orphan_share:
+            agg.add(score_orphan(primary, comparison, {}))
+            continue
+        text = (WEAK if rng.random() < weak_share else GPT4)[
+            (i + 1) % 100 if weak_share else i % 100
+        ]
+        failed = rng.random() < error_share
+        other = event(
+            rid, comparison, start=start_ms + i,
+            latency=float(lat * rng.lognormal(0, 0.05) * latency_factor),
+            text=None if failed else text["output"],
+            status=Status.ERROR if failed else Status.OK,
+        )  # fmt: skip
+        agg.add(score_pair(primary, other, {}))
+    key = WindowKey("exp", segment, comparison, start_ms)
+    return ClosedWindow(key, start_ms + 60_000, agg, 0)
+
+
+def test_healthy_window_holds_until_the_stage_has_run_long_enough() -> None:
+    state = ExperimentState(RampState(stage_started_ms=0))
+    decision, state = decide("exp", [window()], state, POLICY, now_ms=60_000)
+    assert decision.action == Action.HOLD and "held 60 s of 120 s" in decision.reason
+    assert all(e.verdict != Verdict.FAIL for e in decision.evidence)
+    decision, state = decide("exp", [window(seed=1)], state, POLICY, now_ms=120_000)
+    assert decision.action == Action.PROMOTE
+    assert (decision.from_percent, decision.to_percent, decision.epoch) == (0, 1, 1)
+    assert state.ramp.stage_started_ms == 120_000 and state.stage.n_paired == 0
+
+
+def test_latency_regression_rolls_back_one_stage_with_evidence() -> None:
+    state = ExperimentState(RampState(stage_index=3, epoch=5))
+    decision, state = decide("exp", [window(latency_factor=1.5)], state, POLICY, 60_000)
+    assert decision.action == Action.ROLLBACK
+    assert (decision.from_percent, decision.to_percent, decision.epoch) == (10, 5, 6)
+    (lat,) = [e for e in decision.failing if e.segment == "*"]
+    assert lat.metric == Metric.LATENCY_P99 and lat.observed == pytest.approx(1.5, rel=0.1)
+    assert lat.threshold == pytest.approx(1.2) and lat.n == 300
+    assert len(lat.example_request_ids) == 3
+    assert "latency_p99" in decision.reason
+
+
+def test_error_regression_is_critical_and_rolls_back_to_zero() -> None:
+    state = ExperimentState(RampState(stage_index=5))
+    decision, _ = decide("exp", [window(error_share=0.10)], state, POLICY, 60_000)
+    assert decision.action == Action.ROLLBACK and decision.to_percent == 0
+    assert {e.metric for e in decision.failing} == {Metric.ERROR_RATE}
+
+
+def test_missing_candidates_count_as_errors() -> None:
+    decision, _ = decide("exp", [window(orphan_share=0.10)], ExperimentState(), POLICY, 60_000)
+    assert Metric.ERROR_RATE in {e.metric for e in decision.failing}
+
+
+def test_quality_is_judged_against_the_replica_noise_floor() -> None:
+    # candidate diverges as much as the primary from itself: no regression
+    floor = window(weak_share=1.0, comparison="replica", seed=3)
+    same = window(weak_share=1.0, seed=4)
+    decision, _ = decide("exp", [same, floor], ExperimentState(), POLICY, 60_000)
+    quality = [e for e in decision.evidence if e.metric == Metric.QUALITY and e.segment == "*"]
+    assert quality[0].verdict == Verdict.PASS and "replica" in quality[0].reason
+    # against an exact replica the same divergence is a drop
+    tight = window(comparison="replica", seed=5)
+    decision, _ = decide("exp", [same, tight], ExperimentState(), POLICY, 60_000)
+    assert Metric.QUALITY in {e.metric for e in decision.failing}
+
+
+def test_quality_falls_back_to_the_baseline_without_replica() -> None:
+    state = ExperimentState()
+    decision, state = decide("exp", [window()], state, POLICY, 60_000)
+    q = next(e for e in decision.evidence if e.metric == Metric.QUALITY)
+    assert q.verdict == Verdict.NODATA and "no reference" in q.reason
+    assert state.baseline.n == 300
+    decision, _ = decide("exp", [window(weak_share=1.0, seed=9)], state, POLICY, 120_000)
+    assert Metric.QUALITY in {e.metric for e in decision.failing}
+
+
+def test_low_pairing_rate_blocks_promotion_without_rollback() -> None:
+    policy = Policy(errors=Policy().errors.__class__(max_absolute=0.5))
+    state = ExperimentState(RampState(stage_started_ms=-(10**6)))
+    decision, _ = decide("exp", [window(orphan_share=0.2)], state, policy, 60_000)
+    assert decision.action == Action.HOLD and "pairing_rate" in decision.reason
+
+
+def test_small_segments_say_nodata() -> None:
+    decision, _ = decide("exp", [window(n=10)], ExperimentState(), POLICY, 60_000)
+    assert {e.verdict for e in decision.evidence if e.segment != "stage"} == {Verdict.NODATA}
+    assert decision.action == Action.HOLD
+
+
+def test_ramp_transitions() -> None:
+    rp = RampPolicy()
+    s = RampState()
+    for expected in (1, 5, 10, 25, 50, 75, 100, 100):
+        s = transition(s, Action.PROMOTE, False, rp, 0)
+        assert s.percent(rp) == expected
+    assert s.epoch == 7  # the last promote at 100 % changes nothing
+    s = transition(s, Action.ROLLBACK, False, rp, 1)
+    assert s.percent(rp) == 75 and s.epoch == 8
+    s = transition(s, Action.ROLLBACK, True, rp, 2)
+    assert s.percent(rp) == 0 and s.epoch == 9
+    s = transition(s, Action.ROLLBACK, False, rp, 3)
+    assert s.percent(rp) == 0 and s.epoch == 10
+    assert transition(s, Action.HOLD, False, rp, 4) == s
+
+
+def test_ramp_complete_holds() -> None:
+    state = ExperimentState(RampState(stage_index=7, stage_started_ms=-(10**6)))
+    decision, _ = decide("exp", [window()], state, POLICY, 60_000)
+    assert decision.action == Action.HOLD and "complete" in decision.reason
