@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from comparators.aggregate import Aggregate
-from comparators.pairs import PairScore, score_orphan, score_pair
+from comparators.pairs import score_orphan, score_pair
 from judge.decide import ExperimentState, decide
 from judge.policy import Policy, RampPolicy
 from judge.ramp import RampState, transition

@@ -16,7 +16,7 @@ from tests.builders import alpaca, event
 
 def test_normalize_ignores_case_width_and_whitespace() -> None:
     assert normalize("  Hello\n\tWORLD ") == normalize("hello world")
-    assert normalize("ＡＢＣ") == "abc"  # full-width letters (NFKC)
+    assert normalize("\uff21\uff22\uff23") == "abc"  # full-width letters (NFKC)
 
 
 @pytest.mark.parametrize(

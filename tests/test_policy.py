@@ -25,7 +25,7 @@ def test_shipped_default_file_equals_the_defaults_plus_prices() -> None:
     assert Policy(prices=p.prices) == p
 
 
-def test_overrides_and_nested_prices(tmp_path) -> None:  # noqa: ANN001
+def test_overrides_and_nested_prices(tmp_path) -> None:
     f = tmp_path / "p.toml"
     f.write_text(
         "[latency]\nmax_relative_increase = 0.5\n[prices.m]\ninput_per_mtok_usd = 1\n"

@@ -12,7 +12,7 @@ from schemas.events import Status
 from tests.builders import event
 
 
-def pair(rid: str, start: int, p_lat: float = 1000, c_lat: float = 1000, **kw):  # noqa: ANN201
+def pair(rid: str, start: int, p_lat: float = 1000, c_lat: float = 1000, **kw):
     return score_pair(
         event(rid, start=start, latency=p_lat, **kw),
         event(rid, "candidate", start=start, latency=c_lat, **kw),
