@@ -80,6 +80,11 @@ class Aggregate:
     worst_quality: list[tuple[float, str]] = field(default_factory=list)
     slowest_ratio: list[tuple[float, str]] = field(default_factory=list)
     failed_ids: list[str] = field(default_factory=list)
+    # per-request observations in arrival order, for the judge's sequential bounds; kept
+    # for one window only (`summary()` drops them)
+    primary_failed_seq: list[int] = field(default_factory=list)
+    candidate_failed_seq: list[int] = field(default_factory=list)
+    quality_seq: list[float] = field(default_factory=list)
 
     @property
     def n_requests(self) -> int:
@@ -108,6 +113,8 @@ class Aggregate:
         self.candidate_failures += c_fail
         self.only_candidate_failed += c_fail and not p_fail
         self.only_primary_failed += p_fail and not c_fail
+        self.primary_failed_seq.append(int(p_fail))
+        self.candidate_failed_seq.append(int(c_fail))
         if c_fail and len(self.failed_ids) < EXAMPLES:
             self.failed_ids.append(score.request_id)
         if score.primary_latency_ms is not None and score.primary_status == "ok":
@@ -123,6 +130,7 @@ class Aggregate:
         quality = score.quality
         if quality is not None:
             self.quality.add(quality, score.weight)
+            self.quality_seq.append(quality)
             _keep_top(self.worst_quality, (-quality, score.request_id))
         if score.latency_ratio is not None and score.latency_ratio > 0:
             self.log_latency_ratio.add(math.log(score.latency_ratio))
@@ -156,6 +164,15 @@ class Aggregate:
         for item in other.slowest_ratio:
             _keep_top(self.slowest_ratio, item)
         self.failed_ids = (self.failed_ids + other.failed_ids)[:EXAMPLES]
+        self.primary_failed_seq += other.primary_failed_seq
+        self.candidate_failed_seq += other.candidate_failed_seq
+        self.quality_seq += other.quality_seq
+
+    def summary(self) -> Aggregate:
+        """A copy without the per-request observations: what a stage keeps for long."""
+        total = merged([self])
+        total.primary_failed_seq, total.candidate_failed_seq, total.quality_seq = [], [], []
+        return total
 
     def error_rate(self, arm: str) -> float | None:
         """Failure share of an arm, a missing half counting as that arm's failure."""

@@ -1,23 +1,31 @@
-"""Per-metric classifiers: one aggregate in, one Evidence out.
+"""Per-metric classifiers: one segment's stage evidence in, one Evidence out.
 
-Each follows Kayenta's order of guard clauses: no data -> threshold, and each says why.
+Each follows Kayenta's order of guard clauses (no data -> no reference -> bounds) and
+reads always-valid confidence bounds, never bare point estimates:
+
+- FAIL when the bound shows the regression exceeds the policy margin,
+- PASS when the bound shows the candidate is within the margin (non-inferiority),
+- INCONCLUSIVE otherwise: keep collecting.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from comparators.aggregate import Aggregate
+from judge.evidence_state import SegmentEvidence
 from judge.policy import Policy
+from judge.stats import BoundedMeanCS, mixture_rho, quantile_ratio_ci
 from judge.verdicts import Evidence, Metric, Verdict
 
 
 @dataclass(frozen=True, slots=True)
 class QualityReference:
-    """What candidate quality is compared with: the primary's self-agreement or a baseline."""
+    """What candidate quality is compared with: the primary's agreement with itself
+    (a replica arm, measured now) or, without one, the experiment's early baseline."""
 
-    value: float | None
-    source: str  # "replica" (noise floor measured now) or "baseline" (early pairs) or "none"
+    state: BoundedMeanCS | None
+    source: str  # "replica" | "baseline" | "none"
 
 
 def _nodata(metric: Metric, segment: str, n: int, need: int, critical: bool) -> Evidence:
@@ -27,119 +35,154 @@ def _nodata(metric: Metric, segment: str, n: int, need: int, critical: bool) -> 
     )  # fmt: skip
 
 
-def classify_latency(agg: Aggregate, segment: str, policy: Policy) -> Evidence:
-    pol, need = policy.latency, policy.judge.min_pairs
-    q = pol.quantile
-    n = min(agg.primary_latency_ms.count, agg.candidate_latency_ms.count)
-    if n < need:
-        return _nodata(Metric.LATENCY_P99, segment, int(n), need, pol.critical)
+def _verdict(fail: bool, ok: bool) -> Verdict:
+    return Verdict.FAIL if fail else Verdict.PASS if ok else Verdict.INCONCLUSIVE
+
+
+def classify_latency(ev: SegmentEvidence, segment: str, policy: Policy, alpha: float) -> Evidence:
+    """p99 ratio above the limit, backed by a significant paired slowdown.
+
+    A p99 from a few hundred requests is too noisy to act on alone, and a distribution-free
+    bound on it needs >1,000 requests per arm. So a rollback needs both: the stage's p99
+    ratio over the limit, and an always-valid bound showing the per-request log latency
+    ratio is above 0 (the candidate really is slower on the same requests). The sequential
+    order-statistic bound on the p99 ratio alone also suffices once it clears the limit.
+    """
+    pol, need, agg = policy.latency, policy.judge.min_pairs, ev.totals
+    q, limit = pol.quantile, 1.0 + pol.max_relative_increase
+    cs = ev.log_latency_ratio
+    if cs.n < need:
+        return _nodata(Metric.LATENCY_P99, segment, cs.n, need, pol.critical)
     primary, candidate = agg.latency_quantile("primary", q), agg.latency_quantile("candidate", q)
     assert primary is not None and candidate is not None
     ratio = candidate / primary
-    limit = 1.0 + pol.max_relative_increase
-    failed = ratio > limit
+    lo, hi = cs.interval(alpha, mixture_rho(policy.judge.optimal_n, alpha))
+    tail = quantile_ratio_ci(
+        agg.primary_latency_ms, agg.candidate_latency_ms, q, alpha, sequential=True
+    )
+    fail = (ratio > limit and lo > 0.0) or tail.lo > limit
+    ok = ratio <= limit and hi < math.log(limit)
+    verdict = _verdict(fail, ok)
     return Evidence(
         Metric.LATENCY_P99,
         segment,
-        Verdict.FAIL if failed else Verdict.PASS,
+        verdict,
         observed=ratio,
         reference=primary,
         threshold=limit,
-        n=int(n),
+        n=cs.n,
         critical=pol.critical,
-        reason=f"candidate p{q * 100:g} {candidate:.0f} ms is {ratio:.2f}x primary {primary:.0f} ms"
-        f" (limit {limit:.2f}x)",
-        example_request_ids=tuple(agg.examples("latency")) if failed else (),
+        bound=math.exp(lo if fail else hi),
+        reason=f"candidate p{q * 100:g} {candidate:.0f} ms = {ratio:.2f}x primary {primary:.0f}"
+        f" ms (limit {limit:.2f}x); paired latency ratio in [{math.exp(lo):.2f}, "
+        f"{math.exp(hi):.2f}]x",
+        example_request_ids=tuple(agg.examples("latency")) if fail else (),
     )
 
 
-def classify_errors(agg: Aggregate, segment: str, policy: Policy) -> Evidence:
-    pol, need = policy.errors, policy.judge.min_pairs
-    n = agg.n_requests
+def classify_errors(ev: SegmentEvidence, segment: str, policy: Policy, alpha: float) -> Evidence:
+    """Candidate error rate above the absolute limit and above the primary's plus margin."""
+    pol, need, agg = policy.errors, policy.judge.min_pairs, ev.totals
+    n = ev.candidate_error.n
     if n < need:
         return _nodata(Metric.ERROR_RATE, segment, n, need, pol.critical)
-    cand, prim = agg.error_rate("candidate"), agg.error_rate("primary")
-    assert cand is not None and prim is not None
+    c_lo, c_hi = ev.candidate_error.interval(alpha / 2)
+    d_lo, d_hi = ev.error_increase.interval(alpha / 2)
+    fail = c_lo > pol.max_absolute and d_lo > pol.max_increase
+    ok = c_hi <= pol.max_absolute or d_hi <= pol.max_increase
+    cand, prim = agg.error_rate("candidate") or 0.0, agg.error_rate("primary") or 0.0
     limit = max(pol.max_absolute, prim + pol.max_increase)
-    failed = cand > limit
     return Evidence(
         Metric.ERROR_RATE,
         segment,
-        Verdict.FAIL if failed else Verdict.PASS,
+        _verdict(fail, ok),
         observed=cand,
         reference=prim,
         threshold=limit,
         n=n,
         critical=pol.critical,
-        reason=f"candidate error rate {cand:.1%} vs primary {prim:.1%} (limit {limit:.1%}; "
-        "a missing candidate counts as an error)",
-        example_request_ids=tuple(agg.examples("errors")) if failed else (),
+        bound=c_lo if fail else c_hi,
+        reason=f"candidate error rate {cand:.1%} in [{c_lo:.1%}, {c_hi:.1%}], primary {prim:.1%},"
+        f" increase in [{d_lo:+.1%}, {d_hi:+.1%}] (limits {pol.max_absolute:.0%} and "
+        f"+{pol.max_increase:.0%}; a missing candidate counts as an error)",
+        example_request_ids=tuple(agg.examples("errors")) if fail else (),
     )
 
 
 def classify_quality(
-    agg: Aggregate, segment: str, reference: QualityReference, policy: Policy
+    ev: SegmentEvidence,
+    segment: str,
+    reference: QualityReference,
+    policy: Policy,
+    alpha: float,
 ) -> Evidence:
+    """Agreement with the primary more than the margin below the reference's."""
     pol, need = policy.quality, policy.judge.min_pairs
-    n = int(agg.quality.n)
+    n = ev.quality.n
     if n < need:
         return _nodata(Metric.QUALITY, segment, n, need, pol.critical)
-    if reference.value is None:
+    mean = ev.quality.mean
+    if reference.state is None:
         return Evidence(
-            Metric.QUALITY, segment, Verdict.NODATA, agg.quality.mean, None, None, n,
-            pol.critical, reason="no reference yet: no replica arm and no baseline",
+            Metric.QUALITY, segment, Verdict.NODATA, mean, None, None, n, pol.critical,
+            reason="no reference yet: no replica arm and no baseline",
         )  # fmt: skip
-    mean = agg.quality.mean
-    assert mean is not None
-    limit = reference.value * (1.0 - pol.max_relative_drop)
-    failed = mean < limit
+    keep = 1.0 - pol.max_relative_drop
+    c_lo, c_hi = ev.quality.interval(alpha / 2)
+    r_lo, r_hi = reference.state.interval(alpha / 2)
+    ref = reference.state.mean
+    fail = c_hi < r_lo * keep  # below the floor even for the most favourable reference
+    ok = c_lo >= ref * keep
     return Evidence(
         Metric.QUALITY,
         segment,
-        Verdict.FAIL if failed else Verdict.PASS,
+        _verdict(fail, ok),
         observed=mean,
-        reference=reference.value,
-        threshold=limit,
+        reference=ref,
+        threshold=ref * keep,
         n=n,
         critical=pol.critical,
-        reason=f"agreement with primary {mean:.3f} vs {reference.source} {reference.value:.3f}"
-        f" (floor {limit:.3f})",
-        example_request_ids=tuple(agg.examples("quality")) if failed else (),
+        bound=c_hi if fail else c_lo,
+        reason=f"agreement with primary {mean:.3f} in [{c_lo:.3f}, {c_hi:.3f}] vs "
+        f"{reference.source} {ref:.3f} in [{r_lo:.3f}, {r_hi:.3f}] (floor x{keep:.2f})",
+        example_request_ids=tuple(ev.totals.examples("quality")) if fail else (),
     )
 
 
-def classify_cost(agg: Aggregate, segment: str, policy: Policy) -> Evidence:
+def classify_cost(ev: SegmentEvidence, segment: str, policy: Policy, alpha: float) -> Evidence:
+    """Mean candidate cost per request above the forecast plus margin."""
     pol, need = policy.cost, policy.judge.min_pairs
-    n = int(agg.candidate_cost_usd.n)
-    if n < need:
-        return _nodata(Metric.COST, segment, n, need, pol.critical)
-    forecast = pol.forecast_usd_per_request or agg.primary_cost_usd.mean
-    cost = agg.candidate_cost_usd.mean
-    assert cost is not None
+    cs = ev.candidate_cost
+    if cs.n < need:
+        return _nodata(Metric.COST, segment, cs.n, need, pol.critical)
+    forecast = pol.forecast_usd_per_request or ev.totals.primary_cost_usd.mean
     if not forecast:
         return Evidence(
-            Metric.COST, segment, Verdict.NODATA, cost, None, None, n, pol.critical,
+            Metric.COST, segment, Verdict.NODATA, cs.mean, None, None, cs.n, pol.critical,
             reason="no cost forecast and no primary cost",
         )  # fmt: skip
     limit = forecast * (1.0 + pol.max_relative_increase)
-    failed = cost > limit
+    lo, hi = cs.interval(alpha, mixture_rho(policy.judge.optimal_n, alpha))
+    fail, ok = lo > limit, hi <= limit
     return Evidence(
         Metric.COST,
         segment,
-        Verdict.FAIL if failed else Verdict.PASS,
-        observed=cost,
+        _verdict(fail, ok),
+        observed=cs.mean,
         reference=forecast,
         threshold=limit,
-        n=n,
+        n=cs.n,
         critical=pol.critical,
-        reason=f"candidate ${cost:.6f}/request vs forecast ${forecast:.6f} (limit ${limit:.6f})",
+        bound=lo if fail else hi,
+        reason=f"candidate ${cs.mean:.6f}/request in [${lo:.6f}, ${hi:.6f}] vs forecast "
+        f"${forecast:.6f} (limit ${limit:.6f})",
     )
 
 
-def classify_pairing(agg: Aggregate, segment: str, policy: Policy) -> Evidence:
+def classify_pairing(ev: SegmentEvidence, segment: str, policy: Policy) -> Evidence:
     """Too many lost halves make every other verdict unreliable: it blocks promotion."""
-    floor, n = policy.pairing.min_pairing_rate, agg.n_requests
-    rate = agg.pairing_rate
+    floor, agg = policy.pairing.min_pairing_rate, ev.totals
+    rate, n = agg.pairing_rate, agg.n_requests
     if rate is None:
         return _nodata(Metric.PAIRING_RATE, segment, n, 1, False)
     return Evidence(

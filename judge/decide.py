@@ -1,15 +1,21 @@
 """decide(): closed windows of one experiment in, one Decision and the next state out.
 
-Reads like Kayenta's judge: group windows -> classify each metric per segment -> combine
-verdicts -> walk the ramp. Pure: the clock (`now_ms`, event time) is an argument.
+Reads like Kayenta's judge: fold windows into per-segment stage evidence -> classify each
+metric per segment with always-valid bounds -> combine verdicts -> walk the ramp. Pure:
+the clock (`now_ms`, event time) is an argument.
+
+Error budget: `judge.alpha` is the chance of one false rollback over a whole ramp. It is
+split (Bonferroni) over the stages, the four rollback metrics and the segments (plus the
+all-segments view); within a stage the bounds are time-uniform, so judging after every
+window spends nothing more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from comparators.aggregate import Aggregate, Moments, merged
+from comparators.aggregate import Aggregate, merged
 from judge.classify import (
     QualityReference,
     classify_cost,
@@ -18,14 +24,16 @@ from judge.classify import (
     classify_pairing,
     classify_quality,
 )
+from judge.evidence_state import SegmentEvidence, _bounded
 from judge.policy import Policy
 from judge.ramp import RampState, transition
+from judge.stats import BoundedMeanCS
 from judge.verdicts import Action, Decision, Evidence, Metric, Verdict
 from pipeline.windows import ClosedWindow
 
 ALL_SEGMENTS = "*"
-ROLLBACK_METRICS = frozenset({Metric.LATENCY_P99, Metric.ERROR_RATE, Metric.QUALITY, Metric.COST})
-PROMOTION_NEEDS_PASS = frozenset({Metric.LATENCY_P99, Metric.ERROR_RATE, Metric.PAIRING_RATE})
+ROLLBACK_METRICS = (Metric.LATENCY_P99, Metric.ERROR_RATE, Metric.QUALITY, Metric.COST)
+MUST_PASS = frozenset({Metric.LATENCY_P99, Metric.ERROR_RATE, Metric.PAIRING_RATE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,29 +41,16 @@ class ExperimentState:
     """What the judge remembers of one experiment between windows."""
 
     ramp: RampState = field(default_factory=RampState)
-    stage: Aggregate = field(default_factory=Aggregate)  # candidate pairs since the stage began
-    baseline: Moments = field(default_factory=Moments)  # early quality, when no replica arm
+    segments: Mapping[str, SegmentEvidence] = field(default_factory=dict)  # this stage
+    replicas: Mapping[str, SegmentEvidence] = field(default_factory=dict)  # this stage
+    baseline: BoundedMeanCS = field(default_factory=_bounded)  # early quality, kept
 
 
-def _quality_reference(
-    replica: Aggregate | None, baseline: Moments, policy: Policy
-) -> QualityReference:
-    if replica is not None and replica.quality.n >= policy.judge.min_pairs:
-        return QualityReference(replica.quality.mean, "replica")
-    if baseline.n >= policy.quality.baseline_pairs:
-        return QualityReference(baseline.mean, "baseline")
-    return QualityReference(None, "none")
-
-
-def _evidence(
-    agg: Aggregate, segment: str, reference: QualityReference, policy: Policy
-) -> list[Evidence]:
-    return [
-        classify_latency(agg, segment, policy),
-        classify_errors(agg, segment, policy),
-        classify_quality(agg, segment, reference, policy),
-        classify_cost(agg, segment, policy),
-    ]
+def metric_alpha(policy: Policy) -> float:
+    """The share of the ramp's error budget one metric of one segment gets in one stage."""
+    j = policy.judge
+    stages = len(policy.ramp.stages_percent)
+    return j.alpha / (stages * len(ROLLBACK_METRICS) * (1 + j.max_segments))
 
 
 def _by_segment(windows: Sequence[ClosedWindow], comparison: str) -> dict[str, Aggregate]:
@@ -63,7 +58,43 @@ def _by_segment(windows: Sequence[ClosedWindow], comparison: str) -> dict[str, A
     for w in windows:
         if w.key.comparison == comparison:
             groups.setdefault(w.key.segment, []).append(w.aggregate)
-    return {seg: merged(aggs) for seg, aggs in sorted(groups.items())}
+    out = {seg: merged(aggs) for seg, aggs in groups.items()}
+    if out:
+        out[ALL_SEGMENTS] = merged(list(out.values()))
+    return out
+
+
+def _fold(
+    known: Mapping[str, SegmentEvidence], new: Mapping[str, Aggregate]
+) -> dict[str, SegmentEvidence]:
+    folded = dict(known)
+    for segment, agg in new.items():
+        folded[segment] = folded.get(segment, SegmentEvidence()).fold(agg)
+    return folded
+
+
+def _reference(
+    segment: str, replicas: Mapping[str, SegmentEvidence], baseline: BoundedMeanCS, policy: Policy
+) -> QualityReference:
+    for key in (segment, ALL_SEGMENTS):
+        replica = replicas.get(key)
+        if replica is not None and replica.quality.n >= policy.judge.min_pairs:
+            return QualityReference(replica.quality, "replica")
+    if baseline.n >= policy.quality.baseline_pairs:
+        return QualityReference(baseline, "baseline")
+    return QualityReference(None, "none")
+
+
+def _judge_segment(
+    ev: SegmentEvidence, segment: str, reference: QualityReference, policy: Policy
+) -> list[Evidence]:
+    alpha = metric_alpha(policy)
+    return [
+        classify_latency(ev, segment, policy, alpha),
+        classify_errors(ev, segment, policy, alpha),
+        classify_quality(ev, segment, reference, policy, alpha),
+        classify_cost(ev, segment, policy, alpha),
+    ]
 
 
 def decide(
@@ -75,53 +106,68 @@ def decide(
 ) -> tuple[Decision, ExperimentState]:
     """Judge the windows that just closed, then promote, hold or roll back."""
     candidate = _by_segment(windows, "candidate")
-    replica = _by_segment(windows, "replica")
-    overall = merged(list(candidate.values()))
-    overall_replica = merged(list(replica.values())) if replica else None
-    reference = _quality_reference(overall_replica, state.baseline, policy)
-
-    evidence = _evidence(overall, ALL_SEGMENTS, reference, policy)
-    for segment, agg in candidate.items():
-        seg_ref = _quality_reference(replica.get(segment), state.baseline, policy)
-        evidence += _evidence(agg, segment, seg_ref if seg_ref.value else reference, policy)
-
-    stage = merged([state.stage, overall])
+    segments = _fold(state.segments, candidate)
+    replicas = _fold(state.replicas, _by_segment(windows, "replica"))
     baseline = state.baseline
-    if baseline.n < policy.quality.baseline_pairs:
-        baseline = replace(baseline)
-        baseline.merge(overall.quality)
+    missing = policy.quality.baseline_pairs - baseline.n
+    if missing > 0 and ALL_SEGMENTS in candidate:
+        baseline = baseline.update(candidate[ALL_SEGMENTS].quality_seq[:missing])
+
+    ordered = sorted(segments, key=lambda s: (s != ALL_SEGMENTS, s))
+    evidence = [
+        e
+        for seg in ordered
+        for e in _judge_segment(
+            segments[seg], seg, _reference(seg, replicas, baseline, policy), policy
+        )
+    ]
+    if ALL_SEGMENTS in segments:
+        evidence.append(classify_pairing(segments[ALL_SEGMENTS], ALL_SEGMENTS, policy))
 
     failing = [e for e in evidence if e.verdict == Verdict.FAIL and e.metric in ROLLBACK_METRICS]
-    ramp_policy, ramp = policy.ramp, state.ramp
+    ramp = state.ramp
     if failing:
         action = Action.ROLLBACK
-        reason = "; ".join(f"{e.metric} [{e.segment}]: {e.reason}" for e in failing)
-        stage_evidence: list[Evidence] = []
+        reason = _rollback_reason(failing)
     else:
-        stage_evidence = [
-            *_evidence(stage, ALL_SEGMENTS, reference, policy),
-            classify_pairing(stage, ALL_SEGMENTS, policy),
-        ]
-        action, reason = _promotion(stage, stage_evidence, ramp, policy, now_ms)
+        action, reason = _promotion(segments.get(ALL_SEGMENTS), evidence, ramp, policy, now_ms)
 
     critical = any(e.critical for e in failing)
-    next_ramp = transition(ramp, action, critical, ramp_policy, now_ms)
+    next_ramp = transition(ramp, action, critical, policy.ramp, now_ms)
     decision = Decision(
         experiment=experiment,
         epoch=next_ramp.epoch,
         action=action,
-        from_percent=ramp.percent(ramp_policy),
-        to_percent=next_ramp.percent(ramp_policy),
+        from_percent=ramp.percent(policy.ramp),
+        to_percent=next_ramp.percent(policy.ramp),
         decided_at_ms=now_ms,
         reason=reason,
-        evidence=tuple(evidence + [replace(e, segment="stage") for e in stage_evidence]),
+        evidence=tuple(evidence),
     )
-    new_stage = Aggregate() if next_ramp.epoch != ramp.epoch else stage
-    return decision, ExperimentState(next_ramp, new_stage, baseline)
+    if next_ramp.epoch != ramp.epoch:  # a new stage is judged on its own evidence
+        return decision, ExperimentState(next_ramp, {}, {}, baseline)
+    return decision, ExperimentState(ramp, segments, replicas, baseline)
+
+
+def _rollback_reason(failing: list[Evidence]) -> str:
+    """One line per failing metric: the all-segments evidence first, then where else."""
+    parts = []
+    for metric in ROLLBACK_METRICS:
+        hits = [e for e in failing if e.metric == metric]
+        if not hits:
+            continue
+        head, rest = hits[0], [e.segment for e in hits[1:]]
+        also = f" (also in {', '.join(rest)})" if rest else ""
+        parts.append(f"{metric} [{head.segment}]: {head.reason}{also}")
+    return "; ".join(parts)
 
 
 def _promotion(
-    stage: Aggregate, evidence: list[Evidence], ramp: RampState, policy: Policy, now_ms: int
+    overall: SegmentEvidence | None,
+    evidence: list[Evidence],
+    ramp: RampState,
+    policy: Policy,
+    now_ms: int,
 ) -> tuple[Action, str]:
     rp = policy.ramp
     if ramp.stage_index == len(rp.stages_percent) - 1:
@@ -129,14 +175,18 @@ def _promotion(
     held = ramp.held_ms(now_ms)
     if held < rp.min_hold_ms:
         return Action.HOLD, f"stage held {held / 1000:.0f} s of {rp.min_hold_ms / 1000:.0f} s"
-    if stage.n_paired < rp.min_pairs:
-        return Action.HOLD, f"stage has {stage.n_paired} pairs of {rp.min_pairs} needed"
+    pairs = overall.totals.n_paired if overall is not None else 0
+    if pairs < rp.min_pairs:
+        return Action.HOLD, f"stage has {pairs} pairs of {rp.min_pairs} needed"
     blocking = [
         e
         for e in evidence
         if e.verdict == Verdict.FAIL
-        or (e.metric in PROMOTION_NEEDS_PASS and e.verdict != Verdict.PASS)
+        or (e.segment == ALL_SEGMENTS and e.metric in MUST_PASS and e.verdict != Verdict.PASS)
+        or (e.segment == ALL_SEGMENTS and e.verdict == Verdict.INCONCLUSIVE)
     ]
     if blocking:
-        return Action.HOLD, "; ".join(f"{e.metric}: {e.reason}" for e in blocking)
-    return Action.PROMOTE, f"stage passed after {held / 1000:.0f} s and {stage.n_paired} pairs"
+        return Action.HOLD, "waiting for evidence: " + "; ".join(
+            f"{e.metric} [{e.segment}] {e.verdict}" for e in blocking
+        )
+    return Action.PROMOTE, f"stage passed after {held / 1000:.0f} s and {pairs} pairs"

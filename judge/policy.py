@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -67,8 +68,10 @@ class RampPolicy:
 
 @dataclass(frozen=True, slots=True)
 class JudgePolicy:
-    min_pairs: int = 50  # per metric and segment window; fewer gives a NODATA verdict
-    alpha: float = 0.05
+    min_pairs: int = 50  # per metric and segment in a stage; fewer gives a NODATA verdict
+    alpha: float = 0.01  # chance of one false rollback over the whole ramp
+    max_segments: int = 8  # segments the error budget is split over (Bonferroni)
+    optimal_n: int = 500  # pairs at which the latency/cost bounds are tightest
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +128,9 @@ def parse_policy(doc: dict[str, Any]) -> Policy:
 
 
 def load_policy(path: str | Path | None = None) -> Policy:
-    """The policy in a TOML file, or the defaults when no path is given."""
+    """The policy in a TOML file, or the shipped default (defaults plus example prices)."""
     if path is None:
-        return Policy()
+        text = resources.files("judge").joinpath("default_policy.toml").read_text()
+        return parse_policy(tomllib.loads(text))
     with open(path, "rb") as fh:
         return parse_policy(tomllib.load(fh))

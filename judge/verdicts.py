@@ -17,7 +17,8 @@ class Metric(StrEnum):
 class Verdict(StrEnum):
     PASS = "pass"  # within the policy, with the evidence needed to say so
     FAIL = "fail"  # the regression exceeds the policy margin
-    NODATA = "nodata"  # too few observations to say either
+    INCONCLUSIVE = "inconclusive"  # enough data, but the bounds do not settle it yet
+    NODATA = "nodata"  # too few observations to judge
 
 
 class Action(StrEnum):

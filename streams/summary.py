@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from comparators.aggregate import Aggregate
@@ -81,7 +82,7 @@ def decision_table(decisions: Sequence[Decision]) -> Table:
             str(d.epoch),
             f"[{style[d.action]}]{d.action}[/]",
             f"{d.from_percent:g}% -> {d.to_percent:g}%",
-            d.reason,
+            escape(d.reason),
         )
     return table
 

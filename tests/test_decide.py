@@ -8,7 +8,7 @@ import pytest
 from comparators.aggregate import Aggregate
 from comparators.pairs import score_orphan, score_pair
 from judge.decide import ExperimentState, decide
-from judge.policy import Policy, RampPolicy
+from judge.policy import ErrorPolicy, Policy, RampPolicy
 from judge.ramp import RampState, transition
 from judge.verdicts import Action, Metric, Verdict
 from pipeline.windows import ClosedWindow, WindowKey
@@ -63,7 +63,7 @@ def test_healthy_window_holds_until_the_stage_has_run_long_enough() -> None:
     decision, state = decide("exp", [window(seed=1)], state, POLICY, now_ms=120_000)
     assert decision.action == Action.PROMOTE
     assert (decision.from_percent, decision.to_percent, decision.epoch) == (0, 1, 1)
-    assert state.ramp.stage_started_ms == 120_000 and state.stage.n_paired == 0
+    assert state.ramp.stage_started_ms == 120_000 and state.segments == {}  # fresh stage
 
 
 def test_latency_regression_rolls_back_one_stage_with_evidence() -> None:
@@ -80,50 +80,77 @@ def test_latency_regression_rolls_back_one_stage_with_evidence() -> None:
 
 def test_error_regression_is_critical_and_rolls_back_to_zero() -> None:
     state = ExperimentState(RampState(stage_index=5))
-    decision, _ = decide("exp", [window(error_share=0.10)], state, POLICY, 60_000)
+    decision, _ = decide("exp", [window(1_500, error_share=0.15)], state, POLICY, 60_000)
     assert decision.action == Action.ROLLBACK and decision.to_percent == 0
-    assert {e.metric for e in decision.failing} == {Metric.ERROR_RATE}
+    (err,) = [e for e in decision.failing if e.segment == "*"]
+    assert err.metric == Metric.ERROR_RATE and err.bound > POLICY.errors.max_absolute
+    assert err.observed == pytest.approx(0.15, abs=0.03)
+
+
+def test_a_few_errors_are_inconclusive_not_a_rollback() -> None:
+    # 8 % observed on 300 requests: above the 5 % limit, but not provably so
+    decision, _ = decide("exp", [window(error_share=0.08)], ExperimentState(), POLICY, 60_000)
+    err = next(e for e in decision.evidence if e.metric == Metric.ERROR_RATE)
+    assert err.verdict == Verdict.INCONCLUSIVE and decision.action == Action.HOLD
 
 
 def test_missing_candidates_count_as_errors() -> None:
-    decision, _ = decide("exp", [window(orphan_share=0.10)], ExperimentState(), POLICY, 60_000)
+    decision, _ = decide("exp", [window(1_500, orphan_share=0.15)], ExperimentState(), POLICY, 0)
     assert Metric.ERROR_RATE in {e.metric for e in decision.failing}
 
 
 def test_quality_is_judged_against_the_replica_noise_floor() -> None:
-    # candidate diverges as much as the primary from itself: no regression
-    floor = window(weak_share=1.0, comparison="replica", seed=3)
-    same = window(weak_share=1.0, seed=4)
+    # the candidate diverges from the primary as much as the primary from itself: fine
+    floor = window(1_000, weak_share=1.0, comparison="replica", seed=3)
+    same = window(1_000, weak_share=1.0, seed=4)
     decision, _ = decide("exp", [same, floor], ExperimentState(), POLICY, 60_000)
-    quality = [e for e in decision.evidence if e.metric == Metric.QUALITY and e.segment == "*"]
-    assert quality[0].verdict == Verdict.PASS and "replica" in quality[0].reason
-    # against an exact replica the same divergence is a drop
-    tight = window(comparison="replica", seed=5)
+    quality = next(e for e in decision.evidence if e.metric == Metric.QUALITY and e.segment == "*")
+    assert quality.verdict != Verdict.FAIL and "replica" in quality.reason
+    # against a replica that agrees with the primary, the same divergence is a drop
+    tight = window(1_000, comparison="replica", seed=5)
     decision, _ = decide("exp", [same, tight], ExperimentState(), POLICY, 60_000)
     assert Metric.QUALITY in {e.metric for e in decision.failing}
 
 
 def test_quality_falls_back_to_the_baseline_without_replica() -> None:
     state = ExperimentState()
-    decision, state = decide("exp", [window()], state, POLICY, 60_000)
+    decision, state = decide("exp", [window(100)], state, POLICY, 60_000)
     q = next(e for e in decision.evidence if e.metric == Metric.QUALITY)
     assert q.verdict == Verdict.NODATA and "no reference" in q.reason
-    assert state.baseline.n == 300
-    decision, _ = decide("exp", [window(weak_share=1.0, seed=9)], state, POLICY, 120_000)
+    decision, state = decide("exp", [window(1_000, seed=2)], state, POLICY, 120_000)
+    assert state.baseline.n == POLICY.quality.baseline_pairs
+    decision, _ = decide("exp", [window(1_000, weak_share=1.0, seed=9)], state, POLICY, 180_000)
     assert Metric.QUALITY in {e.metric for e in decision.failing}
 
 
 def test_low_pairing_rate_blocks_promotion_without_rollback() -> None:
-    policy = Policy(errors=Policy().errors.__class__(max_absolute=0.5))
+    policy = Policy(errors=ErrorPolicy(max_absolute=0.5))
     state = ExperimentState(RampState(stage_started_ms=-(10**6)))
-    decision, _ = decide("exp", [window(orphan_share=0.2)], state, policy, 60_000)
-    assert decision.action == Action.HOLD and "pairing_rate" in decision.reason
+    decision, _ = decide("exp", [window(1_000, orphan_share=0.2)], state, policy, 60_000)
+    assert decision.action == Action.HOLD and "pairing_rate [*] fail" in decision.reason
 
 
 def test_small_segments_say_nodata() -> None:
     decision, _ = decide("exp", [window(n=10)], ExperimentState(), POLICY, 60_000)
-    assert {e.verdict for e in decision.evidence if e.segment != "stage"} == {Verdict.NODATA}
-    assert decision.action == Action.HOLD
+    verdicts = {e.verdict for e in decision.evidence if e.metric != Metric.PAIRING_RATE}
+    assert verdicts == {Verdict.NODATA} and decision.action == Action.HOLD
+
+
+def test_a_regression_in_one_segment_rolls_back() -> None:
+    healthy = window(600, segment="a", seed=1)
+    slow = window(600, segment="b", seed=2, latency_factor=1.6)
+    decision, _ = decide("exp", [healthy, slow], ExperimentState(), POLICY, 60_000)
+    assert decision.action == Action.ROLLBACK
+    assert "b" in {e.segment for e in decision.failing}
+    assert "a" not in {e.segment for e in decision.failing}
+
+
+def test_state_folds_windows_across_decisions() -> None:
+    state = ExperimentState()
+    for i in range(3):
+        _, state = decide("exp", [window(100, seed=i)], state, POLICY, 60_000 * (i + 1))
+    assert state.segments["*"].totals.n_paired == 300
+    assert state.segments["*"].candidate_error.n == 300
 
 
 def test_ramp_transitions() -> None:

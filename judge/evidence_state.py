@@ -1,0 +1,57 @@
+"""What the judge accumulates per segment during one ramp stage: always-valid bounds.
+
+Windows are folded in as they close; the confidence sequences in `judge.stats` stay valid
+however often the judge looks, so checking after every window does not inflate false
+rollbacks. The state restarts at every stage transition: latency and errors depend on
+the traffic share, and each stage is judged on its own evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from comparators.aggregate import Aggregate, Moments, merged
+from judge.stats import BoundedMeanCS, GaussianMixtureCS
+
+ALPHA_DESIGN = 0.01  # tunes the bets of the bounded CSs; any alpha can be read afterwards
+
+
+def _bounded(lower: float = 0.0, upper: float = 1.0) -> BoundedMeanCS:
+    return BoundedMeanCS(alpha_design=ALPHA_DESIGN, lower=lower, upper=upper)
+
+
+def gaussian(moments: Moments) -> GaussianMixtureCS:
+    """The mixture CS state of unit-weight moments (n, mean, sum of squared deviations)."""
+    if moments.n < 1 or moments.mean is None:
+        return GaussianMixtureCS()
+    m2 = max(0.0, moments.total_sq - moments.n * moments.mean**2)
+    return GaussianMixtureCS(int(moments.n), moments.mean, m2)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentEvidence:
+    """One segment's stage-to-date totals plus the sequential states built from them."""
+
+    totals: Aggregate = field(default_factory=Aggregate)
+    candidate_error: BoundedMeanCS = field(default_factory=_bounded)
+    error_increase: BoundedMeanCS = field(default_factory=lambda: _bounded(-1.0, 1.0))
+    quality: BoundedMeanCS = field(default_factory=_bounded)
+
+    def fold(self, window: Aggregate) -> SegmentEvidence:
+        """Add one closed window (its per-request observations in arrival order)."""
+        cand = window.candidate_failed_seq
+        diff = [c - p for c, p in zip(cand, window.primary_failed_seq, strict=True)]
+        return SegmentEvidence(
+            totals=merged([self.totals, window]).summary(),
+            candidate_error=self.candidate_error.update(cand),
+            error_increase=self.error_increase.update(diff),
+            quality=self.quality.update(window.quality_seq),
+        )
+
+    @property
+    def log_latency_ratio(self) -> GaussianMixtureCS:
+        return gaussian(self.totals.log_latency_ratio)
+
+    @property
+    def candidate_cost(self) -> GaussianMixtureCS:
+        return gaussian(self.totals.candidate_cost_usd)
