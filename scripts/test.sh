@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The one test command: sets up .venv, starts a throwaway Apache Kafka broker, runs pytest
+# against it and always stops the broker again.
+#
+#   scripts/test.sh                      # pytest -q
+#   scripts/test.sh tests/test_kafka_broker.py -x -vv
+#
+# Environment:
+#   SHADOWLENS_TEST_EXTRAS   pip extras to install (default: dev; e.g. "dev,semantic")
+#   plus everything scripts/setup.sh reads (PYTHON)
+#   plus everything scripts/kafka.sh reads (KAFKA_VERSION, SHADOWLENS_CACHE, KAFKA_PORT, ...)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+VPY="$ROOT/.venv/bin/python"
+SHADOWLENS_EXTRAS="${SHADOWLENS_TEST_EXTRAS-dev}" bash "$ROOT/scripts/setup.sh"
+
+# ---------------------------------------------------------------------------------------- broker
+
+KAFKA_DATADIR=""
+# shellcheck disable=SC2329  # invoked by the EXIT trap
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM HUP
+    if [[ -n "$KAFKA_DATADIR" ]]; then
+        bash "$ROOT/scripts/kafka.sh" stop "$KAFKA_DATADIR" </dev/null || rc=1
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+bash "$ROOT/scripts/kafka.sh" fetch </dev/null
+
+# kafka.sh start prints KEY=VALUE lines on stdout (progress goes to stderr). If it fails or is
+# interrupted it stops its own broker; KAFKA_OWNER_PID makes a watchdog stop the broker should
+# this script die without running its trap (e.g. SIGKILL).
+start_out="$(KAFKA_OWNER_PID=$$ SHADOWLENS_PYTHON="$VPY" bash "$ROOT/scripts/kafka.sh" start </dev/null)" ||
+    die "could not start the Kafka broker"
+KAFKA_DATADIR="$(sed -n 's/^KAFKA_DATADIR=//p' <<<"$start_out")"
+bootstrap="$(sed -n 's/^KAFKA_BOOTSTRAP=//p' <<<"$start_out")"
+[[ -n "$bootstrap" && -n "$KAFKA_DATADIR" ]] || die "unexpected output from kafka.sh start: $start_out"
+
+export SHADOWLENS_KAFKA_BOOTSTRAP="$bootstrap"
+export SHADOWLENS_KAFKA_DATADIR="$KAFKA_DATADIR"
+log "Kafka broker at $SHADOWLENS_KAFKA_BOOTSTRAP (data dir $KAFKA_DATADIR)"
+
+# ---------------------------------------------------------------------------------------- pytest
+
+[[ $# -eq 0 ]] && set -- -q
+rc=0
+"$VPY" -m pytest "$@" || rc=$?
+if [[ $rc -eq 5 ]]; then
+    log "FAILED: pytest collected no tests (exit code 5) for: $*"
+    rc=1
+fi
+exit "$rc"

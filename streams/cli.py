@@ -1,0 +1,216 @@
+"""The `shadowlens` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from judge.policy import Policy, PolicyError, load_policy
+from streams.store import DEFAULT_DSN, Store, StoreError
+
+app = typer.Typer(
+    help="Shadow and canary analysis for LLM migrations: pair, compare, judge, ramp.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db = typer.Typer(help="The ClickHouse store: migrations and queries.", no_args_is_help=True)
+app.add_typer(db, name="db")
+
+WIDTH = None if Console().is_terminal else 160  # no terminal (CI, pipes): do not wrap at 80
+console = Console(width=WIDTH)
+err = Console(stderr=True, width=WIDTH)
+
+DsnOption = Annotated[
+    str,
+    typer.Option(
+        "--dsn",
+        envvar="SHADOWLENS_DSN",
+        help="ClickHouse: chdb://DIR for the embedded engine, or http(s)://user:pw@host:8123.",
+    ),
+]
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy",
+        envvar="SHADOWLENS_POLICY",
+        exists=True,
+        dir_okay=False,
+        help="Policy TOML (thresholds, windows, ramp, prices). Default: the built-in policy.",
+    ),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/] {escape(message)}")
+    return typer.Exit(code)
+
+
+@db.command("migrate")
+def db_migrate(dsn: DsnOption = DEFAULT_DSN) -> None:
+    """Create the database and apply pending DDL migrations (idempotent)."""
+    try:
+        with Store.open(dsn) as store:
+            applied = store.migrate()
+    except (StoreError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"applied: {', '.join(applied)}" if applied else "up to date")
+
+
+@db.command("query")
+def db_query(
+    sql: Annotated[str, typer.Argument(help="SQL; tables: pairs, windows, decisions, ...")],
+    dsn: DsnOption = DEFAULT_DSN,
+) -> None:
+    """Run one read-only query against the store and print the rows as a table."""
+    from rich.table import Table
+
+    try:
+        with Store.open(dsn) as store:
+            result = store.query(sql)
+    except (StoreError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    except Exception as exc:  # the server's own message is the most useful one
+        raise _fail(f"query failed: {exc}") from None
+    table = Table(*result.column_names)
+    for row in result.result_rows:
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+
+
+def _policy(path: Path | None) -> Policy:
+    try:
+        return load_policy(path)
+    except (PolicyError, OSError) as exc:
+        raise _fail(f"policy {path}: {exc}") from None
+
+
+@app.command()
+def replay(
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            "--events",
+            exists=True,
+            dir_okay=False,
+            help="JSONL file of raw events (one per line). Default: build traffic.",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            exists=True,
+            file_okay=False,
+            help="Full data sets (alpaca_eval/, azure_llm_trace/); default: the shipped sample.",
+        ),
+    ] = None,
+    experiment: str = "gpt4-to-llama3-70b",
+    primary: Annotated[str, typer.Option(help="AlpacaEval model of the primary arm.")] = (
+        "gpt4_0613"
+    ),
+    candidate: Annotated[str, typer.Option(help="AlpacaEval model of the candidate arm.")] = (
+        "Meta-Llama-3-70B-Instruct"
+    ),
+    requests: Annotated[int, typer.Option(min=1, help="Requests to build.")] = 3_000,
+    replica_share: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of requests with a replica arm.")
+    ] = 0.0,
+    seed: int = 0,
+    latency_factor: Annotated[
+        float, typer.Option(min=0.01, help="Multiply candidate latency by this ...")
+    ] = 1.0,
+    latency_after: Annotated[
+        float, typer.Option(min=0.0, help="... from this many seconds into the replay.")
+    ] = 0.0,
+    error_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Candidate error share in a burst ...")
+    ] = 0.0,
+    error_after: Annotated[float, typer.Option(min=0.0, help="... starting at s ...")] = 0.0,
+    error_for: Annotated[
+        float | None, typer.Option(min=0.0, help="... lasting s (default: to the end).")
+    ] = None,
+    degrade_share: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of candidate outputs given a weaker model's"),
+    ] = 0.0,
+    degrade_after: Annotated[float, typer.Option(min=0.0, help="... from s.")] = 0.0,
+    drop_candidates: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of candidate events never sent.")
+    ] = 0.0,
+    duplicates: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of events sent twice.")
+    ] = 0.0,
+    malformed: Annotated[
+        bool, typer.Option(help="Interleave malformed payloads (bad JSON, 10 MB, ...).")
+    ] = False,
+    export: Annotated[
+        Path | None, typer.Option(help="Also write the payloads to this JSONL file.")
+    ] = None,
+    store: Annotated[bool, typer.Option(help="Write pairs, windows, decisions.")] = True,
+    dsn: DsnOption = DEFAULT_DSN,
+    policy_path: PolicyOption = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Replay traffic through the whole job and print per-segment figures and decisions.
+
+    With no flags: 3,000 requests of gpt4_0613 (primary) against Meta-Llama-3-70B-Instruct
+    (candidate) from the shipped AlpacaEval sample at Azure trace arrival times, written to
+    the embedded ClickHouse store.
+    """
+    from streams.replay import TrafficSpec, built_payloads, run_replay
+    from streams.summary import print_summary
+    from streams.traffic import Faults, load_jsonl_events, write_jsonl
+
+    policy = _policy(policy_path)
+    if events is not None:
+        payloads = list(load_jsonl_events(events))
+    else:
+        try:
+            faults = Faults(
+                latency_factor=latency_factor,
+                latency_after_ms=int(latency_after * 1000),
+                error_rate=error_rate,
+                error_after_ms=int(error_after * 1000),
+                error_for_ms=None if error_for is None else int(error_for * 1000),
+                degrade_share=degrade_share,
+                degrade_after_ms=int(degrade_after * 1000),
+                drop_share=drop_candidates,
+                duplicate_share=duplicates,
+                malformed=malformed,
+            )
+            spec = TrafficSpec(
+                data_dir, experiment, primary, candidate, requests, replica_share, seed
+            )
+            payloads = built_payloads(spec, faults)
+        except (ValueError, KeyError, OSError) as exc:
+            raise _fail(f"cannot build traffic: {exc}") from None
+    if export is not None:
+        write_jsonl(export, (raw for raw, _ in payloads))
+    try:
+        ch = Store.open(dsn) if store else None
+    except (StoreError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    try:
+        if ch is not None:
+            ch.migrate()
+        result = run_replay(payloads, policy, ch, show_progress=progress)
+    finally:
+        if ch is not None:
+            ch.close()
+    print_summary(console, result.memory.scores, result.memory.made, result.counts)
+    letters = result.memory.letters
+    if letters:
+        console.print(f"[yellow]{len(letters)} dead letters[/] (kept with their bytes):")
+        for letter in letters[:20]:
+            console.print(
+                f"  {letter.source}: {letter.reason}: {letter.detail[:120]}", markup=False
+            )
+    where = f" -> {dsn}: " + ", ".join(f"{k}={v}" for k, v in result.written.items())
+    console.print(
+        f"{len(payloads)} events in {result.seconds:.1f} s" + (where if store else ""),
+        highlight=False,
+    )

@@ -1,0 +1,120 @@
+"""`shadowlens replay` end to end on the shipped real sample: decisions, dead letters, store."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from judge.policy import load_policy
+from judge.verdicts import Action, Metric
+from streams.cli import app
+from streams.replay import TrafficSpec, built_payloads, run_replay
+from streams.store import Store
+from streams.traffic import Faults, malformed_payloads
+
+POLICY = load_policy()
+SPEC = TrafficSpec(requests=3_000)
+INJECT_AFTER_MS = 300_000  # mid-run: the 3,000 requests span ~9.5 minutes of event time
+
+
+def replay(faults: Faults, spec: TrafficSpec = SPEC):
+    return run_replay(built_payloads(spec, faults), POLICY, None, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def clean_run():
+    return replay(Faults())
+
+
+def test_no_injection_no_rollback(clean_run) -> None:
+    actions = [d.action for d in clean_run.memory.made]
+    assert Action.ROLLBACK not in actions
+    assert Action.PROMOTE in actions  # a healthy migration walks the ramp
+    assert clean_run.counts["pairs.paired"] == 3_000
+
+
+def test_latency_regression_from_mid_run_rolls_back_after_the_injection() -> None:
+    result = replay(Faults(latency_factor=1.5, latency_after_ms=INJECT_AFTER_MS))
+    t0 = min(s.event_time_ms for s in result.memory.scores)
+    rollbacks = [d for d in result.memory.made if d.action == Action.ROLLBACK]
+    assert rollbacks, "a 1.5x candidate latency regression must roll back"
+    first = rollbacks[0]
+    assert first.decided_at_ms > t0 + INJECT_AFTER_MS
+    assert Metric.LATENCY_P99 in {e.metric for e in first.failing}
+    assert "latency_p99" in first.reason
+    assert all(e.observed > e.threshold for e in first.failing)
+    assert all(e.example_request_ids for e in first.failing)
+    before = [d for d in result.memory.made if d.decided_at_ms <= t0 + INJECT_AFTER_MS]
+    assert Action.ROLLBACK not in {d.action for d in before}
+
+
+def test_error_burst_rolls_back_to_shadow() -> None:
+    faults = Faults(error_rate=0.3, error_after_ms=INJECT_AFTER_MS)
+    result = replay(faults)
+    first = next(d for d in result.memory.made if d.action == Action.ROLLBACK)
+    assert first.to_percent == 0 and Metric.ERROR_RATE in {e.metric for e in first.failing}
+
+
+def test_dropped_candidates_become_orphans_not_losses() -> None:
+    result = replay(Faults(drop_share=0.05))
+    paired, orphans = result.counts["pairs.paired"], result.counts["pairs.candidate_missing"]
+    assert paired + orphans == 3_000 and 100 < orphans < 200
+
+
+def test_malformed_events_are_dead_lettered_and_nothing_valid_is_lost() -> None:
+    spec = TrafficSpec(requests=400)
+    result = replay(Faults(malformed=True, duplicate_share=0.02), spec)
+    expected = {reason for _, reason in malformed_payloads(0)}
+    letters = result.memory.letters
+    assert {letter.reason for letter in letters} == expected
+    assert len(letters) == len(malformed_payloads(0))
+    assert all(letter.detail for letter in letters)
+    sizes = sorted(len(letter.raw) for letter in letters)
+    assert sizes[-1] >= 10_000_000  # the 10 MB event is kept, bytes and all
+    assert result.counts["pairs.paired"] == 400  # every valid pair made it
+    assert result.counts["dropped.duplicate"] > 0
+    assert sum(v for k, v in result.counts.items() if k.startswith("dead_letter.")) == len(letters)
+
+
+def test_cli_replay_with_no_flags_writes_the_store(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(app, ["replay", "--no-progress", "--requests", "600"])
+    assert out.exit_code == 0, out.output
+    assert "Primary vs candidate, per segment" in out.output and "Decisions" in out.output
+    with Store.open() as store:  # the default DSN, relative to the working directory
+        (n,) = store.query("SELECT count() FROM pairs FINAL").result_rows[0]
+        (windows,) = store.query("SELECT sum(n_paired) FROM windows FINAL").result_rows[0]
+        (decisions,) = store.query("SELECT count() FROM decisions FINAL").result_rows[0]
+    assert n == 600 and windows == 600 and decisions > 0
+
+
+def test_cli_replays_a_jsonl_file_with_bad_lines(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    good = [raw for raw, _ in built_payloads(TrafficSpec(requests=50), Faults())]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join([*good[:10], b"{broken", *good[10:]]) + b"\n")
+    out = CliRunner().invoke(app, ["replay", "--events", str(path), "--no-progress"])
+    assert out.exit_code == 0, out.output
+    assert "1 dead letters" in out.output and "events.jsonl:11: invalid_json" in out.output
+    with Store.open() as store:
+        rows = store.query("SELECT reason, source FROM dead_letters").result_rows
+        (pairs,) = store.query("SELECT count() FROM pairs FINAL").result_rows[0]
+    assert rows == [("invalid_json", f"{path}:11")] and pairs == 50
+
+
+def test_cli_rejects_a_bad_policy_with_a_clear_error(tmp_path) -> None:
+    bad = tmp_path / "p.toml"
+    bad.write_text("[latency]\nmax_relative_increse = 0.3\n")
+    out = CliRunner().invoke(app, ["replay", "--policy", str(bad), "--no-store"])
+    assert out.exit_code == 2 and "unknown key(s) in [latency]" in out.output
+
+
+def test_export_writes_replayable_jsonl(tmp_path) -> None:
+    path = tmp_path / "out.jsonl"
+    out = CliRunner().invoke(
+        app, ["replay", "--requests", "20", "--no-store", "--no-progress", "--export", str(path)]
+    )
+    assert out.exit_code == 0, out.output
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 40 and {orjson.loads(x)["arm"] for x in lines} == {"primary", "candidate"}
