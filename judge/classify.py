@@ -39,7 +39,28 @@ def _verdict(fail: bool, ok: bool) -> Verdict:
     return Verdict.FAIL if fail else Verdict.PASS if ok else Verdict.INCONCLUSIVE
 
 
-def classify_latency(ev: SegmentEvidence, segment: str, policy: Policy, alpha: float) -> Evidence:
+def shrink(value: float, n: float, prior: float | None, k: float) -> float:
+    """Empirical-Bayes style shrinkage of a segment's estimate toward the global one:
+    a segment with n observations keeps weight n / (n + k)."""
+    if prior is None or k <= 0:
+        return value
+    return (n * value + k * prior) / (n + k)
+
+
+def p99_ratio(ev: SegmentEvidence, q: float) -> float | None:
+    """Candidate over primary latency quantile, from the stage's sketches."""
+    primary = ev.totals.latency_quantile("primary", q)
+    candidate = ev.totals.latency_quantile("candidate", q)
+    return candidate / primary if primary and candidate is not None else None
+
+
+def classify_latency(
+    ev: SegmentEvidence,
+    segment: str,
+    policy: Policy,
+    alpha: float,
+    overall: SegmentEvidence | None = None,
+) -> Evidence:
     """p99 ratio above the limit, backed by a significant paired slowdown.
 
     A p99 from a few hundred requests is too noisy to act on alone, and a distribution-free
@@ -47,6 +68,8 @@ def classify_latency(ev: SegmentEvidence, segment: str, policy: Policy, alpha: f
     ratio over the limit, and an always-valid bound showing the per-request log latency
     ratio is above 0 (the candidate really is slower on the same requests). The sequential
     order-statistic bound on the p99 ratio alone also suffices once it clears the limit.
+    A segment's p99 ratio is shrunk toward the all-segments ratio (`overall`), so a small
+    segment's noisy tail does not roll back on its own.
     """
     pol, need, agg = policy.latency, policy.judge.min_pairs, ev.totals
     q, limit = pol.quantile, 1.0 + pol.max_relative_increase
@@ -55,7 +78,8 @@ def classify_latency(ev: SegmentEvidence, segment: str, policy: Policy, alpha: f
         return _nodata(Metric.LATENCY_P99, segment, cs.n, need, pol.critical)
     primary, candidate = agg.latency_quantile("primary", q), agg.latency_quantile("candidate", q)
     assert primary is not None and candidate is not None
-    ratio = candidate / primary
+    prior = p99_ratio(overall, q) if overall is not None else None
+    ratio = shrink(candidate / primary, cs.n, prior, policy.judge.shrinkage_pairs)
     lo, hi = cs.interval(alpha, mixture_rho(policy.judge.optimal_n, alpha))
     tail = quantile_ratio_ci(
         agg.primary_latency_ms, agg.candidate_latency_ms, q, alpha, sequential=True

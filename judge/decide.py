@@ -34,6 +34,7 @@ from pipeline.windows import ClosedWindow
 ALL_SEGMENTS = "*"
 ROLLBACK_METRICS = (Metric.LATENCY_P99, Metric.ERROR_RATE, Metric.QUALITY, Metric.COST)
 MUST_PASS = frozenset({Metric.LATENCY_P99, Metric.ERROR_RATE, Metric.PAIRING_RATE})
+GATING = frozenset({Metric.LATENCY_P99, Metric.ERROR_RATE})  # per segment, once it has data
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +87,15 @@ def _reference(
 
 
 def _judge_segment(
-    ev: SegmentEvidence, segment: str, reference: QualityReference, policy: Policy
+    ev: SegmentEvidence,
+    segment: str,
+    reference: QualityReference,
+    policy: Policy,
+    overall: SegmentEvidence | None,
 ) -> list[Evidence]:
     alpha = metric_alpha(policy)
     return [
-        classify_latency(ev, segment, policy, alpha),
+        classify_latency(ev, segment, policy, alpha, overall),
         classify_errors(ev, segment, policy, alpha),
         classify_quality(ev, segment, reference, policy, alpha),
         classify_cost(ev, segment, policy, alpha),
@@ -118,7 +123,11 @@ def decide(
         e
         for seg in ordered
         for e in _judge_segment(
-            segments[seg], seg, _reference(seg, replicas, baseline, policy), policy
+            segments[seg],
+            seg,
+            _reference(seg, replicas, baseline, policy),
+            policy,
+            None if seg == ALL_SEGMENTS else segments.get(ALL_SEGMENTS),
         )
     ]
     if ALL_SEGMENTS in segments:
@@ -162,6 +171,14 @@ def _rollback_reason(failing: list[Evidence]) -> str:
     return "; ".join(parts)
 
 
+def _worst_segment_blocks(e: Evidence) -> bool:
+    """A segment whose (shrunk) estimate is past the limit, though not yet provably, holds
+    the ramp: the worst segment gates promotion, not the average."""
+    if e.metric not in GATING or e.verdict != Verdict.INCONCLUSIVE:
+        return False
+    return e.observed is not None and e.threshold is not None and e.observed > e.threshold
+
+
 def _promotion(
     overall: SegmentEvidence | None,
     evidence: list[Evidence],
@@ -184,6 +201,7 @@ def _promotion(
         if e.verdict == Verdict.FAIL
         or (e.segment == ALL_SEGMENTS and e.metric in MUST_PASS and e.verdict != Verdict.PASS)
         or (e.segment == ALL_SEGMENTS and e.verdict == Verdict.INCONCLUSIVE)
+        or _worst_segment_blocks(e)
     ]
     if blocking:
         return Action.HOLD, "waiting for evidence: " + "; ".join(

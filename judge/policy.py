@@ -72,6 +72,7 @@ class JudgePolicy:
     alpha: float = 0.01  # chance of one false rollback over the whole ramp
     max_segments: int = 8  # segments the error budget is split over (Bonferroni)
     optimal_n: int = 500  # pairs at which the latency/cost bounds are tightest
+    shrinkage_pairs: int = 200  # a segment's p99 ratio weighs n / (n + this) vs the global
 
 
 @dataclass(frozen=True, slots=True)
