@@ -10,7 +10,7 @@ from comparators.pairs import score_orphan, score_pair
 from judge.decide import ExperimentState, decide
 from judge.policy import ErrorPolicy, Policy, RampPolicy
 from judge.ramp import RampState, transition
-from judge.verdicts import Action, Metric, Verdict
+from judge.verdicts import Action, Evidence, Metric, Verdict
 from pipeline.windows import ClosedWindow, WindowKey
 from schemas.events import Status
 from tests.builders import alpaca, event
@@ -173,3 +173,24 @@ def test_ramp_complete_holds() -> None:
     state = ExperimentState(RampState(stage_index=7, stage_started_ms=-(10**6)))
     decision, _ = decide("exp", [window()], state, POLICY, 60_000)
     assert decision.action == Action.HOLD and "complete" in decision.reason
+
+
+def test_shrink_weighs_segment_against_global() -> None:
+    from judge.classify import shrink
+
+    assert shrink(2.0, 100, 1.0, 100) == pytest.approx(1.5)
+    assert shrink(2.0, 100, None, 100) == 2.0
+    assert shrink(2.0, 10_000, 1.0, 100) == pytest.approx(2.0, abs=0.02)
+
+
+def test_worst_segment_past_the_limit_holds_promotion() -> None:
+    from judge.decide import _worst_segment_blocks
+
+    def latency(verdict: Verdict, observed: float) -> Evidence:
+        return Evidence(Metric.LATENCY_P99, "b", verdict, observed, 900.0, 1.2, 120)
+
+    assert _worst_segment_blocks(latency(Verdict.INCONCLUSIVE, 1.25))
+    assert not _worst_segment_blocks(latency(Verdict.INCONCLUSIVE, 1.15))
+    assert not _worst_segment_blocks(latency(Verdict.PASS, 1.15))
+    quality = Evidence(Metric.QUALITY, "b", Verdict.INCONCLUSIVE, 0.5, 0.6, 0.54, 120)
+    assert not _worst_segment_blocks(quality)  # quality gates through the global verdict
