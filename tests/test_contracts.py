@@ -89,3 +89,19 @@ def test_control_messages_validate() -> None:
     jsonschema.validate(msg, CONTROL_SCHEMA)
     assert msg["traffic_percent"] == 5 and msg["lease_expires_at_ms"] == 32_000
     jsonschema.validate(heartbeat_message("exp", 3, 5, 3_000, 30_000), CONTROL_SCHEMA)
+
+
+def test_signed_control_messages_verify_and_tampering_is_rejected() -> None:
+    from streams.control import InvalidSignature, sign, signing_key, verify
+
+    key = signing_key({"SHADOWLENS_CONTROL_KEY": "s3cret"})
+    assert key == b"s3cret" and signing_key({}) is None
+    msg = sign(heartbeat_message("exp", 3, 5, 3_000, 30_000), key)
+    jsonschema.validate(msg, CONTROL_SCHEMA)
+    assert verify(orjson.loads(orjson.dumps(msg)), key) == msg  # survives the wire
+    with pytest.raises(InvalidSignature, match="does not match"):
+        verify({**msg, "traffic_percent": 100}, key)
+    with pytest.raises(InvalidSignature, match="does not match"):
+        verify(msg, b"other key")
+    with pytest.raises(InvalidSignature, match="unsigned"):
+        verify(heartbeat_message("exp", 3, 5, 3_000, 30_000), key)
