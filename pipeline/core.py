@@ -136,6 +136,8 @@ class Pipeline:
         self._scored.extend(score_split(e, prices) for e in matched.singles)
         for _, drop in matched.dropped:
             self.counts[f"dropped.{drop}"] += 1
+        if matched.shed:
+            self.counts["pairing.shed"] += matched.shed
 
     def _drain(self) -> None:
         if not self._scored:

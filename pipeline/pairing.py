@@ -11,11 +11,14 @@ Rules:
   is not an orphan);
 - a half seen twice never makes a second pair; the request id is remembered as closed until
   the watermark passes `start + timeout + retention`, so late duplicates are recognised;
-- a half that arrives after its request was closed as an orphan is counted as late.
+- a half that arrives after its request was closed as an orphan is counted as late;
+- memory is bounded: a closed request keeps only which arms it saw, and an experiment with
+  more than `max_pending` open requests sheds its oldest ones early, as orphans (counted).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import MutableMapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -31,9 +34,19 @@ class Pending:
     events: tuple[Event, ...] = ()
     paired_arms: tuple[str, ...] = ()  # non-primary arms already paired with the primary
     closed: bool = False  # orphans were emitted; kept only to recognise stragglers
+    seen_arms: tuple[str, ...] = ()  # arms of a closed request (its events are dropped)
 
     def arm(self, arm: str) -> Event | None:
         return next((e for e in self.events if e.arm == arm), None)
+
+    @property
+    def experiment(self) -> str:
+        return self.events[0].experiment if self.events else ""
+
+    def close(self) -> Pending:
+        """Forget the bodies; remember only what is needed to spot stragglers."""
+        arms = (*self.seen_arms, *(str(e.arm) for e in self.events))
+        return Pending(self.start_time_ms, (), self.paired_arms, True, arms)
 
 
 class Drop(StrEnum):
@@ -48,6 +61,7 @@ class PairingConfig:
     timeout_ms: int = 30_000  # how long to wait for the other half, in event time
     lateness_ms: int = 5_000  # how far behind the newest completion the watermark trails
     retention_ms: int = 120_000  # how long a closed request id is remembered
+    max_pending: int = 200_000  # open requests per experiment before the oldest are shed
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +72,7 @@ class Matched:
     orphans: tuple[tuple[Event, str], ...] = ()  # (present half, missing arm)
     singles: tuple[Event, ...] = ()  # split-mode events, scored alone
     dropped: tuple[tuple[Event, Drop], ...] = ()
+    shed: int = 0  # open requests closed early because their experiment hit max_pending
 
 
 class Pairer:
@@ -72,6 +87,9 @@ class Pairer:
         self.state = state
         self.config = config or PairingConfig()
         self.watermark_ms = watermark_ms
+        self.open_requests: Counter[str] = Counter(
+            p.experiment for p in state.values() if not p.closed
+        )
 
     def add(self, event: Event) -> Matched:
         """Take one half; return the pair it completes, if any."""
@@ -81,7 +99,8 @@ class Pairer:
         key = event.request_id
         pending = self.state.get(key) or Pending(start_time_ms=event.start_time_ms)
         if pending.closed:
-            return Matched(dropped=((event, Drop.LATE),))
+            seen = event.arm in pending.seen_arms
+            return Matched(dropped=((event, Drop.DUPLICATE if seen else Drop.LATE),))
         if pending.arm(event.arm) is not None:
             return Matched(dropped=((event, Drop.DUPLICATE),))
         primary = event if event.arm == Arm.PRIMARY else pending.arm(Arm.PRIMARY)
@@ -96,9 +115,29 @@ class Pairer:
             events=(*pending.events, event),
             paired_arms=(*pending.paired_arms, *(str(e.arm) for e in partners)),
         )
-        if primary is None:
-            return Matched()
-        return Matched(pairs=tuple((primary, other) for other in partners))
+        if not pending.events:
+            self.open_requests[event.experiment] += 1
+        pairs = tuple((primary, other) for other in partners) if primary is not None else ()
+        if self.open_requests[event.experiment] > self.config.max_pending:
+            return self._shed(event.experiment, pairs)
+        return Matched(pairs=pairs)
+
+    def _shed(self, experiment: str, pairs: tuple[tuple[Event, Event], ...]) -> Matched:
+        """Close the oldest tenth of an experiment's open requests now, as orphans."""
+        open_keys = sorted(
+            (p.start_time_ms, k)
+            for k, p in self.state.items()
+            if not p.closed and p.experiment == experiment
+        )
+        oldest = open_keys[: max(1, len(open_keys) // 10)]
+        orphans = [o for _, key in oldest for o in self._close(key)]
+        return Matched(pairs=pairs, orphans=tuple(orphans), shed=len(oldest))
+
+    def _close(self, key: str) -> list[tuple[Event, str]]:
+        pending = self.state[key]
+        self.open_requests[pending.experiment] -= 1
+        self.state[key] = pending.close()
+        return _orphans_of(pending)
 
     def sweep(self) -> Matched:
         """Close requests whose timeout passed the watermark; forget old closed ones."""
@@ -111,8 +150,7 @@ class Pairer:
                 continue
             if deadline > self.watermark_ms:
                 continue
-            orphans.extend(_orphans_of(pending))
-            self.state[key] = replace(pending, closed=True)
+            orphans.extend(self._close(key))
         return Matched(orphans=tuple(orphans))
 
     def flush(self) -> Matched:

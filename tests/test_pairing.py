@@ -107,3 +107,29 @@ def test_shuffled_stream_with_duplicates_and_drops_gives_exact_counts() -> None:
     assert {o[0].request_id for o in orphans} == dropped
     assert len({p[0].request_id for p in pairs}) == len(pairs)
     assert dups == 40
+
+
+def test_closed_requests_keep_no_bodies_and_still_spot_duplicates() -> None:
+    pairer = Pairer({}, CFG)
+    pairer.add(event("a", start=0, text="x" * 10_000))
+    pairer.flush()
+    assert pairer.state["a"].events == () and pairer.state["a"].seen_arms == ("primary",)
+    assert pairer.add(event("a", start=0)).dropped[0][1] == Drop.DUPLICATE
+    assert pairer.add(event("a", arm="candidate", start=0)).dropped[0][1] == Drop.LATE
+
+
+def test_an_experiment_over_max_pending_sheds_its_oldest_as_orphans() -> None:
+    cfg = PairingConfig(timeout_ms=10**9, max_pending=100)
+    pairer = Pairer({}, cfg)
+    shed, orphans = 0, []
+    for i in range(150):
+        m = pairer.add(event(f"r{i}", start=i))
+        pairer.add(event(f"o{i}", start=i, experiment="other"))  # another experiment: untouched
+        shed += m.shed
+        orphans += m.orphans
+    assert shed == len(orphans) > 0
+    assert pairer.open_requests["exp"] <= 100 and pairer.open_requests["other"] <= 100
+    assert all(o[0].experiment == "exp" or o[0].request_id.startswith("o") for o in orphans)
+    assert min(int(o[0].request_id[1:]) for o in orphans if o[0].experiment == "exp") == 0
+    # a recovered Pairer (e.g. after a restart from the changelog) recounts what is open
+    assert Pairer(pairer.state, cfg).open_requests == pairer.open_requests
