@@ -1,0 +1,330 @@
+"""Prometheus metrics of the shadowlens job, on a registry of its own.
+
+What a canary controller (Argo Rollouts, Flagger) or an on-call engineer reads without
+ClickHouse: how many pairs and orphans each experiment and segment produce, how far the
+candidate diverges from the primary, how much slower it is, which ramp stage and decision
+are current, whether the judge is alive (heartbeat age) and whether the worker keeps up
+(consumer lag). Names follow the Prometheus conventions: a ``shadowlens_`` prefix,
+``_total`` counters, base units (``_seconds``, ``_ratio``, ``_percent``).
+
+The pipeline feeds it through `MetricsSink` (a `pipeline.core.Sink`, so it sits in a
+`Tee` next to ClickHouse); the worker also calls `Metrics.set_consumer_lag` and
+`Metrics.observe_heartbeat`::
+
+    metrics = Metrics()
+    metrics.start_http_server(9464)            # 127.0.0.1 unless addr says otherwise
+    pipeline = Pipeline(policy, Tee([clickhouse, MetricsSink(metrics)]))
+
+Segments come from the gateways' events: to keep one misconfigured gateway from creating
+a time series per request, each experiment keeps at most `max_segments` segment labels and
+the rest count under ``segment="_other"``; experiments are capped the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import start_http_server as _start_http_server
+
+from comparators.pairs import Outcome, PairScore
+from judge.verdicts import Action, Decision
+from pipeline.windows import ClosedWindow
+from schemas.events import DeadLetter
+
+OTHER = "_other"
+ACTIONS = tuple(str(a) for a in Action)
+
+# 1 - quality: 0 is identical, 1 is nothing in common. Finer near 0, where decisions live.
+DIVERGENCE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+# candidate / primary latency: symmetric in log space around 1.
+LATENCY_RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0, 8.0)
+# LLM calls take 0.1 s to minutes.
+LATENCY_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricNames:
+    """Every exposed family, so examples and dashboards can be checked against it."""
+
+    pairs: str = "shadowlens_pairs_total"
+    orphans: str = "shadowlens_orphans_total"
+    split: str = "shadowlens_split_requests_total"
+    failures: str = "shadowlens_arm_failures_total"
+    dead_letters: str = "shadowlens_dead_letters_total"
+    windows: str = "shadowlens_windows_closed_total"
+    divergence: str = "shadowlens_pair_divergence_ratio"
+    latency_ratio: str = "shadowlens_pair_latency_ratio"
+    latency: str = "shadowlens_request_latency_seconds"
+    decisions: str = "shadowlens_decisions_total"
+    last_decision: str = "shadowlens_last_decision"
+    last_decision_time: str = "shadowlens_last_decision_timestamp_seconds"
+    epoch: str = "shadowlens_decision_epoch"
+    stage: str = "shadowlens_ramp_stage_percent"
+    heartbeat_time: str = "shadowlens_last_heartbeat_timestamp_seconds"
+    heartbeat_age: str = "shadowlens_heartbeat_age_seconds"
+    consumer_lag: str = "shadowlens_consumer_lag_records"
+
+
+NAMES = MetricNames()
+
+
+class _LabelCap:
+    """At most `limit` distinct values per parent key; later ones become `OTHER`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, parent: str, value: str) -> str:
+        with self._lock:
+            seen = self._seen.setdefault(parent, set())
+            if value in seen:
+                return value
+            if len(seen) >= self.limit:
+                return OTHER
+            seen.add(value)
+            return value
+
+
+class Metrics:
+    """The job's metrics on a private `CollectorRegistry` (``self.registry``)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_experiments: int = 32,
+        max_segments: int = 64,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._clock = clock
+        self._experiment = _LabelCap(max_experiments)
+        self._segment = _LabelCap(max_segments)
+        self._heartbeats: dict[str, float] = {}
+        self._lock = threading.Lock()
+        r = self.registry
+        es = ("experiment", "segment")
+        # Counters: the client library appends `_total`, so pass the stem.
+        self.pairs = Counter(
+            NAMES.pairs.removesuffix("_total"),
+            "Requests whose primary and compared arm both arrived and were scored.",
+            (*es, "comparison"),
+            registry=r,
+        )
+        self.orphans = Counter(
+            NAMES.orphans.removesuffix("_total"),
+            "Requests whose other half never arrived before the pairing timeout.",
+            (*es, "missing_arm"),
+            registry=r,
+        )
+        self.split = Counter(
+            NAMES.split.removesuffix("_total"),
+            "Split-mode requests served by one arm only (nothing to pair).",
+            (*es, "arm"),
+            registry=r,
+        )
+        self.failures = Counter(
+            NAMES.failures.removesuffix("_total"),
+            "Paired or orphaned requests an arm failed (error, timeout or missing half); "
+            "divide by pairs + orphans for the error rate the judge uses.",
+            (*es, "arm"),
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            NAMES.dead_letters.removesuffix("_total"),
+            "Inputs rejected to the dead-letter topic/table, by reason.",
+            ("reason",),
+            registry=r,
+        )
+        self.windows = Counter(
+            NAMES.windows.removesuffix("_total"),
+            "Event-time windows closed and handed to the judge.",
+            (*es, "comparison"),
+            registry=r,
+        )
+        self.divergence = Histogram(
+            NAMES.divergence,
+            "1 - quality of each scored pair (0 = same answer, 1 = nothing in common).",
+            (*es, "comparison"),
+            buckets=DIVERGENCE_BUCKETS,
+            registry=r,
+        )
+        self.latency_ratio = Histogram(
+            NAMES.latency_ratio,
+            "Compared arm latency / primary latency of each pair where both answered.",
+            (*es, "comparison"),
+            buckets=LATENCY_RATIO_BUCKETS,
+            registry=r,
+        )
+        self.latency = Histogram(
+            NAMES.latency,
+            "End-to-end latency of successful model calls, per arm.",
+            (*es, "arm"),
+            buckets=LATENCY_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            NAMES.decisions.removesuffix("_total"),
+            "Judge decisions, by action.",
+            ("experiment", "action"),
+            registry=r,
+        )
+        self.last_decision = Gauge(
+            NAMES.last_decision,
+            "1 for the action of the experiment's latest decision, 0 for the others.",
+            ("experiment", "action"),
+            registry=r,
+        )
+        self.last_decision_time = Gauge(
+            NAMES.last_decision_time,
+            "Event time of the latest decision (Unix seconds).",
+            ("experiment",),
+            registry=r,
+        )
+        self.epoch = Gauge(
+            NAMES.epoch, "Ramp epoch of the latest decision.", ("experiment",), registry=r
+        )
+        self.stage = Gauge(
+            NAMES.stage,
+            "Traffic share the ramp currently gives the candidate, in percent.",
+            ("experiment",),
+            registry=r,
+        )
+        self.heartbeat_time = Gauge(
+            NAMES.heartbeat_time,
+            "Wall-clock time of the latest heartbeat published (Unix seconds).",
+            ("experiment",),
+            registry=r,
+        )
+        self.heartbeat_age = Gauge(
+            NAMES.heartbeat_age,
+            "Seconds since the latest heartbeat, computed at scrape time; routers freeze "
+            "when it exceeds the policy lease.",
+            ("experiment",),
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            NAMES.consumer_lag,
+            "Records between the worker's committed offset and the partition end.",
+            ("topic", "partition"),
+            registry=r,
+        )
+
+    # -- labels
+
+    def _labels(self, experiment: str, segment: str) -> tuple[str, str]:
+        exp = self._experiment("", experiment)
+        return exp, self._segment(exp, segment)
+
+    # -- what the pipeline calls
+
+    def observe_pairs(self, scores: Iterable[PairScore]) -> None:
+        """Count and measure scored pairs, orphans and split singles."""
+        for s in scores:
+            exp, seg = self._labels(s.experiment, s.segment)
+            if s.outcome == Outcome.SPLIT:
+                arm = "primary" if s.primary_status != "missing" else s.comparison
+                self.split.labels(exp, seg, arm).inc()
+                self._observe_latency(exp, seg, s)
+                continue
+            if s.outcome == Outcome.PAIRED:
+                self.pairs.labels(exp, seg, s.comparison).inc()
+            else:
+                missing = s.comparison if s.outcome == Outcome.CANDIDATE_MISSING else "primary"
+                self.orphans.labels(exp, seg, missing).inc()
+            if s.primary_failed:
+                self.failures.labels(exp, seg, "primary").inc()
+            if s.candidate_failed:
+                self.failures.labels(exp, seg, s.comparison).inc()
+            quality = s.quality
+            if quality is not None and math.isfinite(quality):
+                divergence = min(1.0, max(0.0, 1.0 - quality))
+                self.divergence.labels(exp, seg, s.comparison).observe(divergence)
+            ratio = s.latency_ratio
+            if ratio is not None and math.isfinite(ratio):
+                self.latency_ratio.labels(exp, seg, s.comparison).observe(ratio)
+            self._observe_latency(exp, seg, s)
+
+    def _observe_latency(self, exp: str, seg: str, s: PairScore) -> None:
+        if s.primary_status == "ok" and s.primary_latency_ms is not None:
+            self.latency.labels(exp, seg, "primary").observe(s.primary_latency_ms / 1000)
+        if s.candidate_status == "ok" and s.candidate_latency_ms is not None:
+            self.latency.labels(exp, seg, s.comparison).observe(s.candidate_latency_ms / 1000)
+
+    def observe_windows(self, windows: Iterable[ClosedWindow]) -> None:
+        for w in windows:
+            exp, seg = self._labels(w.key.experiment, w.key.segment)
+            self.windows.labels(exp, seg, w.key.comparison).inc()
+
+    def observe_dead_letter(self, reason: str) -> None:
+        self.dead_letters.labels(reason).inc()
+
+    def observe_decision(self, decision: Decision) -> None:
+        """Current stage, action and epoch of the experiment; counts the decision."""
+        exp = self._experiment("", decision.experiment)
+        action = str(decision.action)
+        self.decisions.labels(exp, action).inc()
+        for a in ACTIONS:
+            self.last_decision.labels(exp, a).set(1.0 if a == action else 0.0)
+        self.last_decision_time.labels(exp).set(decision.decided_at_ms / 1000)
+        self.epoch.labels(exp).set(decision.epoch)
+        self.stage.labels(exp).set(decision.to_percent)
+
+    def observe_heartbeat(self, experiment: str, issued_at_ms: int) -> None:
+        """The worker published a heartbeat (or a decision) for `experiment` at this time."""
+        exp = self._experiment("", experiment)
+        with self._lock:
+            first = exp not in self._heartbeats
+            self._heartbeats[exp] = issued_at_ms / 1000
+        self.heartbeat_time.labels(exp).set(issued_at_ms / 1000)
+        if first:
+            self.heartbeat_age.labels(exp).set_function(lambda: self._age(exp))
+
+    def _age(self, experiment: str) -> float:
+        with self._lock:
+            last = self._heartbeats.get(experiment)
+        return math.nan if last is None else max(0.0, self._clock() - last)
+
+    def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(topic, str(partition)).set(max(0, lag))
+
+    # -- serving
+
+    def start_http_server(
+        self, port: int, addr: str = "127.0.0.1"
+    ) -> tuple[WSGIServer, threading.Thread]:
+        """Serve ``/metrics`` from a daemon thread; loopback unless `addr` says otherwise.
+
+        Port 0 picks a free port: ``server.server_port`` tells which. Stop it with
+        ``server.shutdown(); server.server_close()``.
+        """
+        return _start_http_server(port, addr=addr, registry=self.registry)
+
+
+@dataclass
+class MetricsSink:
+    """A `pipeline.core.Sink` that only updates metrics; put it in a `Tee`."""
+
+    metrics: Metrics
+
+    def pairs(self, scores: Sequence[PairScore]) -> None:
+        self.metrics.observe_pairs(scores)
+
+    def windows(self, windows: Sequence[ClosedWindow]) -> None:
+        self.metrics.observe_windows(windows)
+
+    def decisions(self, decisions: Sequence[Decision]) -> None:
+        for decision in decisions:
+            self.metrics.observe_decision(decision)
+
+    def dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        for letter in letters:
+            self.metrics.observe_dead_letter(letter.reason)
