@@ -55,6 +55,7 @@ class PairingPolicy:
     lateness_ms: int = 5_000
     retention_ms: int = 120_000
     min_pairing_rate: float = 0.90  # below this, promotion is blocked
+    max_pending: int = 200_000  # open requests per experiment before the oldest are shed
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,11 @@ class Tee:
             s.dead_letters(letters)
 
 
+def pairing_config(policy: Policy) -> PairingConfig:
+    pp = policy.pairing
+    return PairingConfig(pp.timeout_ms, pp.lateness_ms, pp.retention_ms, pp.max_pending)
+
+
 class Pipeline:
     """Feed raw events in arrival order; results flow to the sink as windows close."""
 
@@ -94,8 +99,7 @@ class Pipeline:
         self.enrich = enrich
         self.batch_size = batch_size
         self.max_event_bytes = max_event_bytes
-        pp = policy.pairing
-        self.pairer = Pairer({}, PairingConfig(pp.timeout_ms, pp.lateness_ms, pp.retention_ms))
+        self.pairer = Pairer({}, pairing_config(policy))
         self.windows = TumblingWindows(policy.windows.size_ms, policy.windows.grace_ms)
         self.experiments: dict[str, ExperimentState] = {}
         self.counts: Counter[str] = Counter()
