@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from judge.policy import Policy
 from pipeline.core import MemorySink, Pipeline, Sink, Tee
+from streams.redaction import RedactingSink
 from streams.sinks import ClickHouseSink
 from streams.store import Store
 from streams.traffic import (
@@ -74,11 +75,18 @@ def run_replay(
     store: Store | None,
     *,
     show_progress: bool = True,
+    redact: bool = False,
 ) -> ReplayResult:
-    """Feed every payload through the pipeline; write ClickHouse when a store is given."""
+    """Feed every payload through the pipeline; write ClickHouse when a store is given.
+
+    With `redact`, ClickHouse gets hashes and lengths instead of bodies (the in-memory
+    results used for the console summary keep them: they never leave the process)."""
     memory = MemorySink()
     clickhouse = ClickHouseSink(store) if store is not None else None
-    sink: Sink = Tee([memory, clickhouse]) if clickhouse is not None else memory
+    stored: Sink | None = clickhouse
+    if clickhouse is not None and redact:
+        stored = RedactingSink(clickhouse)
+    sink: Sink = Tee([memory, stored]) if stored is not None else memory
     pipeline = Pipeline(policy, sink)
     started = time.perf_counter()
     progress = Progress(

@@ -118,3 +118,20 @@ def test_export_writes_replayable_jsonl(tmp_path) -> None:
     assert out.exit_code == 0, out.output
     lines = path.read_bytes().splitlines()
     assert len(lines) == 40 and {orjson.loads(x)["arm"] for x in lines} == {"primary", "candidate"}
+
+
+def test_redaction_mode_stores_no_bodies(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    out = CliRunner().invoke(
+        app, ["replay", "--requests", "100", "--malformed", "--redact", "--no-progress"]
+    )
+    assert out.exit_code == 0, out.output
+    with Store.open() as store:
+        bodies = store.query("SELECT primary_body, candidate_body FROM pairs").result_rows
+        raws = store.query(
+            "SELECT raw, reason FROM dead_letters", column_formats={"raw": "bytes"}
+        ).result_rows
+    assert len(bodies) == 100 and raws
+    assert all(b.startswith("sha256:") and " len=" in b for row in bodies for b in row)
+    assert all(raw.startswith(b"sha256:") and len(raw) < 64 for raw, _ in raws)
+    assert {reason for _, reason in raws} >= {"invalid_json", "too_large"}

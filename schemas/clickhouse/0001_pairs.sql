@@ -2,7 +2,8 @@
 -- Orphans (the other arm never arrived) and split-mode singles are rows too: see `outcome`.
 -- Re-inserting a pair (crash replay) collapses to one row per sorting key; query with FINAL
 -- (or argMax(..., inserted_at)) for exact counts before background merges have run.
--- Bodies are cleared 30 days after the request's event time (column TTL, applied on merges).
+-- Bodies are cleared 30 days after they were stored (column TTL on inserted_at, applied on
+-- merges): keyed on insertion, not event time, so a replay of old traffic keeps its bodies.
 CREATE TABLE IF NOT EXISTS pairs
 (
     experiment               LowCardinality(String),
@@ -50,8 +51,8 @@ CREATE TABLE IF NOT EXISTS pairs
     json_changed             Array(String),
     quality                  Nullable(Float64) COMMENT 'the task headline agreement in [0, 1] (PairScore.quality)',
     weight                   Float64 COMMENT 'inverse sampling probability of the costly scores',
-    primary_body             String CODEC(ZSTD(3)) TTL toDateTime(event_time) + INTERVAL 30 DAY,
-    candidate_body           String CODEC(ZSTD(3)) TTL toDateTime(event_time) + INTERVAL 30 DAY,
+    primary_body             String CODEC(ZSTD(3)) TTL toDateTime(inserted_at) + INTERVAL 30 DAY,
+    candidate_body           String CODEC(ZSTD(3)) TTL toDateTime(inserted_at) + INTERVAL 30 DAY,
     inserted_at              DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree(inserted_at)
