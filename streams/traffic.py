@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -99,15 +100,17 @@ class LatencyModel:
 # default replay a migration that is neutral on latency. together/fireworks decode
 # 1.4-2.6x faster than any realistic GPT-4 figure: with them the candidate simply wins.
 # TTFT = fixed part + prefill at 0.2 ms/input token (~5k tokens/s): 256 + 0.2 * 550 = 366 ms.
+# Decode 30.0 ms/token, 2 % under the measured 30.5: see the noise note below.
 # Primary (gpt-4-0613 API): ~0.55 s TTFT on short prompts, ~33 tokens/s (30 ms/token).
 #
-# Noise: sigma 0.05 (cloud) / 0.04 (dedicated), at the steady end of llmperf (bedrock,
-# fireworks). The judge compares point p99s of ~50-100-pair windows, which are set by the
-# one or two slowest calls; with sigma 0.1 (together, lepton) 3-4 % of windows of an
-# unchanged migration show a p99 ratio > 1.2 from noise alone.
-# On the shipped sample (same token counts for both arms; 300 windows x 100 requests):
-# candidate/primary p99 ratio 1.00 pooled, windows 0.92-1.09 (5-95 %); with latency x1.5,
-# 1.50 pooled and never below 1.25 in a window (policy limit 1.20).
+# Noise: sigma 0.05 (cloud) / 0.04 (dedicated), the steady end of llmperf (bedrock,
+# fireworks). The judge compares point p99s of ~60-pair segment windows, set by the one
+# or two slowest calls, so they swing by +-15 % with no change at all. With sigma 0.1
+# (together, lepton) 3-4 % of such windows exceed the 1.2 limit from noise alone; with
+# the decode at 30.5 ms, 1 clean 10-minute replay in 40 rolls back; as set, 0 in 100.
+# Measured on the shipped sample (both arms see the same token counts; seed 0, 300
+# windows of 100 requests): candidate/primary p99 0.99 pooled, per window 0.92-1.06
+# (5-95 %), max 1.13; with latency x1.5 injected: 1.49 pooled, no window below 1.27.
 _GPT4 = LatencyModel(
     ttft_ms=550.0, per_output_token_ms=30.0, per_input_token_ms=0.15, noise_sigma=0.05
 )
@@ -115,7 +118,7 @@ LATENCY_MODELS: dict[str, LatencyModel] = {
     PRIMARY_MODEL: _GPT4,
     REPLICA_OUTPUT_MODEL: _GPT4,  # the same deployment as the primary
     CANDIDATE_MODEL: LatencyModel(
-        ttft_ms=256.0, per_output_token_ms=30.5, per_input_token_ms=0.2, noise_sigma=0.04
+        ttft_ms=256.0, per_output_token_ms=30.0, per_input_token_ms=0.2, noise_sigma=0.04
     ),
     # 8B on the same hardware, scaled by llmperf fireworks 7B/70B (ttft x0.64, decode x0.51).
     WEAKER_MODEL: LatencyModel(
@@ -164,14 +167,14 @@ class Sample:
     trace_start_ms: int  # epoch ms of the trace's first row (timestamps read as UTC)
 
 
-def parse_alpaca_records(records: Sequence[Mapping[str, object]]) -> tuple[Instruction, ...]:
+def parse_alpaca_records(records: Sequence[Mapping[str, Any]]) -> tuple[Instruction, ...]:
     """Records of alpaca_sample.json (index, dataset, instruction, outputs)."""
     return tuple(
         Instruction(
-            index=int(r["index"]),  # type: ignore[call-overload]
+            index=int(r["index"]),
             instruction=str(r["instruction"]),
             segment=str(r["dataset"]),
-            outputs=dict(r["outputs"]),  # type: ignore[call-overload]
+            outputs=dict(r["outputs"]),
         )
         for r in records
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections import Counter
 from functools import cache
 from importlib import resources
@@ -31,6 +33,7 @@ from streams.traffic import (
     inject_error_burst,
     inject_latency,
     interleave,
+    load_full,
     load_jsonl_events,
     load_sample,
     malformed_payloads,
@@ -387,3 +390,34 @@ def test_wire_payloads_add_malformed_only_when_asked() -> None:
     assert wire_payloads(evs, Faults()) == [e.to_json() for e in evs]
     mixed = wire_payloads(evs, Faults(malformed=True), seed=3)
     assert len(mixed) == len(evs) + len(malformed_payloads(3))
+
+
+# --------------------------------------------------------------------------- full data
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared_data = pytest.mark.skipif(
+    not (SHARED_DATA / "alpaca_eval").is_dir(), reason="../shared/data is not present"
+)
+
+
+@needs_shared_data
+def test_load_full_reads_all_instructions_and_the_whole_trace() -> None:
+    full = load_full(SHARED_DATA)
+    assert len(full.instructions) == 805
+    assert len(full.arrivals) == 19_366
+    assert full.trace_start_ms == DEFAULT_START_MS
+    shipped = {i.index: i for i in sample().instructions}
+    for ins in full.instructions:
+        if ins.index in shipped:
+            assert ins == shipped[ins.index]  # the shipped sample is an unchanged subset
+    assert full.arrivals[:3000] == sample().arrivals
+
+
+@needs_shared_data
+def test_make_sample_script_writes_a_loadable_sample(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_sample.py"
+    args = ["--data-dir", str(SHARED_DATA), "--out-dir", str(tmp_path), "--per-segment", "3"]
+    subprocess.run([sys.executable, str(script), *args, "--trace-rows", "50"], check=True)
+    small = load_sample(tmp_path)
+    assert len(small.instructions) == 15 and len(small.arrivals) == 50
+    assert "CC-BY-4.0" in (tmp_path / "NOTICE.md").read_text()
