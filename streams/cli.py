@@ -303,3 +303,43 @@ def plan(
         f"{policy.ramp.min_pairs}, windows of {policy.windows.size_ms // 1000} s)",
         highlight=False,
     )
+
+
+@app.command()
+def report(
+    experiment: Annotated[str, typer.Option("--experiment", help="Experiment to report on.")],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="HTML file to write.")] = (
+        Path("report.html")
+    ),
+    monthly_requests: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="Requests per month for the projection (default: observed)."),
+    ] = None,
+    migration_cost_usd: Annotated[
+        float, typer.Option(min=0.0, help="One-off migration cost, for the payback period.")
+    ] = 0.0,
+    dsn: DsnOption = DEFAULT_DSN,
+    policy_path: PolicyOption = None,
+) -> None:
+    """Write a self-contained HTML migration report of one experiment from ClickHouse."""
+    from streams.report import UnknownExperimentError, write_report
+
+    policy = _policy(policy_path)
+    try:
+        with Store.open(dsn) as store:
+            data = write_report(
+                store,
+                experiment,
+                policy,
+                out,
+                monthly_requests=monthly_requests,
+                migration_cost_usd=migration_cost_usd,
+            )
+    except (StoreError, ValueError, UnknownExperimentError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"{out}: {data.verdict.status} - {data.verdict.headline} "
+        f"({data.overview.paired:,} pairs, {len(data.decisions)} decisions)",
+        markup=False,
+        highlight=False,
+    )
