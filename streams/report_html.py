@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from html import escape
 
 from judge.verdicts import Action
@@ -503,6 +504,17 @@ def _evidence_table(evidence: Sequence[EvidenceRow]) -> str:
     )
 
 
+def stage_level(stages: Sequence[float], percent: float) -> float:
+    """Position of a traffic share on the ramp: stage i is at i, shares between stages in
+    between (the ramp is far from linear: 1, 5, 10, 25 ... %)."""
+    if percent <= stages[0]:
+        return 0.0
+    for i in range(1, len(stages)):
+        if percent <= stages[i]:
+            return i - 1 + (percent - stages[i - 1]) / (stages[i] - stages[i - 1])
+    return float(len(stages) - 1)
+
+
 def _shown_decisions(decisions: Sequence[DecisionRow]) -> list[DecisionRow]:
     if len(decisions) <= MAX_DECISION_ROWS:
         return list(decisions)
@@ -518,14 +530,16 @@ def timeline(d: ReportData) -> str:
             '<section id="timeline"><h2>Decision timeline</h2>'
             '<p class="note">No decisions recorded for this experiment.</p></section>'
         )
+    stages = list(d.policy.ramp.stages_percent)
+    level = partial(stage_level, stages)
     xs = [x.decided_at.timestamp() for x in ds]
-    ys = [x.to_percent for x in ds]
+    ys = [level(x.to_percent) for x in ds]
     # the stage before the first decision
-    xs, ys = [xs[0] - 60.0, *xs], [ds[0].from_percent, *ys]
+    xs, ys = [xs[0] - 60.0, *xs], [level(ds[0].from_percent), *ys]
     markers = [
         svg.Marker(
             x.decided_at.timestamp(),
-            x.to_percent,
+            level(x.to_percent),
             ACTION_COLORS.get(x.action, "#333"),  # type: ignore[call-overload]
             "" if x.action == Action.HOLD else f"{x.to_percent:g}%",
             f"{fmt_time(x.decided_at)} epoch {x.epoch}: {x.action} "
@@ -534,13 +548,15 @@ def timeline(d: ReportData) -> str:
         for x in ds
     ]
     chart = svg.step_chart(
-        "Candidate traffic share over event time",
+        "Ramp stage over event time",
         xs,
         ys,
         markers,
         xlabel="event time (UTC)",
-        ylabel="candidate traffic %",
-        ylim=(0.0, 100.0),
+        ylabel="ramp stage",
+        ylim=(0.0, float(len(stages) - 1)),
+        yticks=[float(i) for i in range(len(stages))],
+        yfmt=lambda i: f"{stages[round(i)]:g} %",
         time_axis=True,
         frame=svg.Frame(width=1100, height=260, left=56),
     )

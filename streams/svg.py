@@ -301,6 +301,7 @@ def step_chart(
     yfmt: Callable[[float], str] = _fmt_tick,
     color: str = "#4c78a8",
     time_axis: bool = False,
+    yticks: Sequence[float] | None = None,
     frame: Frame = Frame(),
 ) -> str:
     """A value that holds until the next change (the ramp's traffic share over time), with
@@ -317,7 +318,7 @@ def step_chart(
     xticks = [t for t in xticks if x_lo - pad <= t <= x_hi + pad]
     if time_axis:
         xfmt = time_format(x_lo, x_hi)
-    yticks = nice_ticks(ylim[0], ylim[1], 4)
+    yticks = list(yticks) if yticks is not None else nice_ticks(ylim[0], ylim[1], 4)
     body = _axes(frame, xticks, yticks, sx, sy, xlabel, ylabel, xfmt, yfmt)
     pts = []
     for i, (x, y) in enumerate(zip(xs, ys, strict=True)):

@@ -40,7 +40,7 @@ from streams.report import (
     load,
     redact_dsn,
 )
-from streams.report_html import fmt_usd, render
+from streams.report_html import fmt_usd, render, stage_level
 from streams.store import Store
 from streams.traffic import Faults
 
@@ -205,6 +205,13 @@ def test_every_string_from_the_data_is_escaped(tmp_path: Path) -> None:
     html = render(evil)
     assert "<img" not in html and "onerror=alert(1)>" not in html
     assert html.count("&lt;img src=x onerror=alert(1)&gt;") >= 6
+
+
+def test_ramp_stages_are_evenly_spaced_on_the_timeline() -> None:
+    stages = [0, 1, 5, 10, 25, 50, 75, 100]
+    assert [stage_level(stages, p) for p in stages] == list(range(8))
+    assert stage_level(stages, 3) == pytest.approx(1.5)
+    assert stage_level(stages, -1) == 0 and stage_level(stages, 120) == 7
 
 
 def test_dollar_formats() -> None:
