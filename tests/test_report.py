@@ -179,8 +179,14 @@ def test_go_no_go_against_the_policy(decisions, status) -> None:
         assert all(c.limit for c in verdict.checks)
 
 
-def test_every_string_from_the_data_is_escaped(tmp_path: Path) -> None:
-    data = _report_data(tmp_path)
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> ReportData:
+    """A small real ReportData (its own 300-request replay) for the rendering tests."""
+    return _report_data(tmp_path_factory.mktemp("small"))
+
+
+def test_every_string_from_the_data_is_escaped(small_data: ReportData) -> None:
+    data = small_data
     evil = replace(
         data,
         experiment=EVIL,
@@ -205,6 +211,24 @@ def test_every_string_from_the_data_is_escaped(tmp_path: Path) -> None:
     html = render(evil)
     assert "<img" not in html and "onerror=alert(1)>" not in html
     assert html.count("&lt;img src=x onerror=alert(1)&gt;") >= 6
+
+
+def test_a_report_without_decisions_or_costs_says_so(small_data: ReportData) -> None:
+    none3 = (None, None, None)
+    data = replace(
+        small_data,
+        decisions=(),
+        verdict=go_no_go((), POLICY),
+        cost=CostProjection(None, None, None, None, False, 0.0),
+        arms=tuple(
+            replace(a, latency_ms=none3, cost_per_request_usd=None) for a in small_data.arms
+        ),
+    )
+    page = _parse(render(data))
+    text = " ".join(page.text)
+    assert "NO DATA" in text and "No decisions recorded for this experiment." in text
+    assert "unknown (give --monthly-requests)" in text
+    assert page.tags["svg"] == 2  # no timeline chart without decisions
 
 
 def test_ramp_stages_are_evenly_spaced_on_the_timeline() -> None:
