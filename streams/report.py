@@ -35,7 +35,9 @@ _LEVELS_SQL = ", ".join(f"{q:g}" for q in CDF_LEVELS)
 
 # The report's SQL, in one place. Every query reads one experiment ({experiment:String});
 # pairs and decisions are ReplacingMergeTree tables: pairs are read with FINAL, decisions
-# deduplicated per (epoch, decided_at) so every hold of a stage stays on the timeline.
+# without it, deduplicated per (epoch, decided_at), so every decision still in the table is
+# on the timeline. (The decisions sorting key is (experiment, epoch): background merges keep
+# only the last decision of each epoch, so a stage's promotion and holds can disappear.)
 QUERIES: dict[str, str] = {
     "experiments": "SELECT DISTINCT experiment FROM pairs ORDER BY experiment",
     "overview": """
