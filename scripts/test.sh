@@ -37,6 +37,20 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
+# Headless Chromium for the report's browser test (Debian's package; no browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]] ||
+        die "the browser tests need Debian's chromium: apt-get install chromium (as root)"
+    log "installing chromium (apt-get)"
+    apt_log="$(mktemp "${TMPDIR:-/tmp}/shadowlens-apt.XXXXXX")"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends chromium fonts-dejavu-core; } </dev/null >"$apt_log" 2>&1; then
+        cat "$apt_log" >&2
+        die "apt-get install chromium failed"
+    fi
+    rm -f "$apt_log"
+fi
+
 bash "$ROOT/scripts/kafka.sh" fetch </dev/null
 
 # kafka.sh start prints KEY=VALUE lines on stdout (progress goes to stderr). If it fails or is

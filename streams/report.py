@@ -35,9 +35,8 @@ _LEVELS_SQL = ", ".join(f"{q:g}" for q in CDF_LEVELS)
 
 # The report's SQL, in one place. Every query reads one experiment ({experiment:String});
 # pairs and decisions are ReplacingMergeTree tables: pairs are read with FINAL, decisions
-# without it, deduplicated per (epoch, decided_at), so every decision still in the table is
-# on the timeline. (The decisions sorting key is (experiment, epoch): background merges keep
-# only the last decision of each epoch, so a stage's promotion and holds can disappear.)
+# without it, deduplicated per (epoch, decided_at), their sorting key, so a re-inserted
+# decision shows once.
 QUERIES: dict[str, str] = {
     "experiments": "SELECT DISTINCT experiment FROM pairs ORDER BY experiment",
     "overview": """

@@ -535,3 +535,14 @@ def test_one_directory_per_process(tmp_path: Path) -> None:
             Store.open(f"chdb://{tmp_path}/b")
     with Store.open(f"chdb://{tmp_path}/b") as other:  # after close, another directory
         assert other.migrate()
+
+
+def test_every_decision_survives_merges(store: Store) -> None:
+    hold = Decision("exp", 3, Action.HOLD, 10, 10, T0, "held", ())
+    later = dataclasses.replace(hold, decided_at_ms=T0 + MINUTE)
+    promote = dataclasses.replace(hold, epoch=4, to_percent=25, decided_at_ms=T0 + 2 * MINUTE)
+    store.write_decisions([hold, later, promote])
+    store.write_decisions([later])  # a re-insert after a crash
+    store.client.command("OPTIMIZE TABLE decisions FINAL")
+    rows = store.query("SELECT epoch, action FROM decisions ORDER BY decided_at").result_rows
+    assert rows == [(3, "hold"), (3, "hold"), (4, "hold")]

@@ -1,7 +1,8 @@
 -- One row per judge decision; its evidence as a Nested column (parallel arrays), so
 --   SELECT experiment, epoch, action, evidence.metric, evidence.verdict, evidence.observed
 --   FROM decisions FINAL ARRAY JOIN evidence WHERE evidence.verdict = 'fail'
--- gives one row per piece of evidence.
+-- gives one row per piece of evidence. Holds share their stage's epoch, so the key includes
+-- decided_at: merges then collapse only true re-inserts of the same decision.
 CREATE TABLE IF NOT EXISTS decisions
 (
     experiment    LowCardinality(String),
@@ -28,5 +29,5 @@ CREATE TABLE IF NOT EXISTS decisions
     inserted_at   DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
 )
 ENGINE = ReplacingMergeTree(inserted_at)
-ORDER BY (experiment, epoch)
+ORDER BY (experiment, epoch, decided_at)
 COMMENT 'shadowlens: judge decisions with their evidence'
