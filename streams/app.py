@@ -1,0 +1,78 @@
+"""The Faust app of `shadowlens worker`: configuration and wiring only.
+
+    events + repartition --[pairing_stage]--> shadow.pairs --[judging_stage]--> shadow.control
+          (N tasks)          |   |                 (P tasks)        |
+                 dead letters   repartition                  ClickHouse (single writer)
+
+See docs/streaming.md for the design: tasks, watermarks, commits and exactly-once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import orjson
+
+from judge.policy import Policy
+from streams.config import Settings
+from streams.judging_stage import JudgingStage
+from streams.pairing_stage import PairingStage
+from streams.topics import Topology
+from streams.transactions import ShadowApp
+
+log = logging.getLogger("shadowlens.worker")
+
+STATS_MARK = "shadowlens-stats"
+STATS_INTERVAL_S = 5.0
+
+
+@dataclass
+class Worker:
+    app: ShadowApp
+    pairing: PairingStage
+    judging: JudgingStage
+
+    def stats(self) -> dict[str, object]:
+        written = self.judging.writer.written
+        return {**self.pairing.stats(), **self.judging.stats(), "written": written}
+
+    def log_stats(self) -> None:
+        log.info("%s %s", STATS_MARK, orjson.dumps(self.stats()).decode())
+
+
+def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
+    s = settings
+    app = ShadowApp(
+        s.app_id,
+        broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
+        store="memory://",
+        autodiscover=False,
+        processing_guarantee=s.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=s.heartbeat_interval_s,
+        broker_rebalance_timeout=s.rebalance_timeout_s,
+        broker_commit_interval=s.commit_interval_s,
+        topic_partitions=topology.events_partitions,
+        topic_replication_factor=s.replication_factor,
+        table_standby_replicas=0,
+        producer_acks=-1,
+        web_enabled=s.web_port is not None,
+        web_port=s.web_port or 6066,
+        web_bind="127.0.0.1",
+        web_host="127.0.0.1",
+    )
+    # Tables buffer their changelog records; a batch updates up to `batch_size` keys at once.
+    app.producer.buffer.max_messages = 4 * s.batch_size
+    pairing = PairingStage(app, s, policy, topology.events_partitions, topology.pairs_partitions)
+    judging = JudgingStage(app, s, policy, topology.pairs_partitions)
+    pairing.register()
+    judging.register(dead_letters=topology.store_dead_letters)
+    worker = Worker(app, pairing, judging)
+
+    async def stats() -> None:
+        worker.log_stats()
+
+    app.timer(STATS_INTERVAL_S, name="stats")(stats)
+    return worker

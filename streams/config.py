@@ -1,0 +1,164 @@
+"""Worker settings: one frozen dataclass read from ``SHADOWLENS_*`` environment variables.
+
+Everything the streaming worker needs to know that is not the migration policy: where the
+broker and ClickHouse are, the topic names, the processing guarantee and the timeouts that
+matter in tests. Parsed once, validated, never mutated; `describe()` is what gets logged
+(the ClickHouse password and any other secret never are).
+
+| variable | default | meaning |
+|---|---|---|
+| SHADOWLENS_KAFKA_BOOTSTRAP | 127.0.0.1:9092 | broker list, host:port[,host:port] |
+| SHADOWLENS_APP_ID | shadowlens | Faust app id = consumer group = changelog topic prefix |
+| SHADOWLENS_DSN | chdb://./.shadowlens/ch | ClickHouse (chdb://DIR or http(s)://...) |
+| SHADOWLENS_DATABASE | shadowlens | ClickHouse database |
+| SHADOWLENS_POLICY | (built-in) | policy TOML file |
+| SHADOWLENS_PROCESSING_GUARANTEE | at_least_once | or exactly_once (Kafka transactions) |
+| SHADOWLENS_TOPIC_EVENTS | shadow.events | gateway events, keyed by request_id |
+| SHADOWLENS_TOPIC_REPARTITION | shadow.events.repartition | re-keyed events |
+| SHADOWLENS_TOPIC_PAIRS | shadow.pairs | scored pairs + watermarks, keyed by experiment |
+| SHADOWLENS_TOPIC_DEADLETTER | shadow.deadletter | rejected input, original bytes |
+| SHADOWLENS_TOPIC_CONTROL | shadow.control | decisions and heartbeats for routers |
+| SHADOWLENS_EVENTS_PARTITIONS | 8 | partitions when the worker must create shadow.events |
+| SHADOWLENS_PAIRS_PARTITIONS | 1 | partitions of shadow.pairs / shadow.deadletter (see docs) |
+| SHADOWLENS_CONTROL_PARTITIONS | 1 | partitions of shadow.control |
+| SHADOWLENS_REPLICATION_FACTOR | 1 | of the topics the worker creates (changelogs too) |
+| SHADOWLENS_BATCH_SIZE | 1000 | events per agent batch (stream.take) |
+| SHADOWLENS_BATCH_WITHIN_S | 0.2 | longest wait to fill a batch |
+| SHADOWLENS_SWEEP_INTERVAL_S | 1.0 | orphan sweep + watermark publication timer |
+| SHADOWLENS_COMMIT_INTERVAL_S | 2.0 | offset commit (and ClickHouse flush) interval |
+| SHADOWLENS_SESSION_TIMEOUT_S | 30 | consumer group session timeout |
+| SHADOWLENS_HEARTBEAT_INTERVAL_S | 3 | consumer group heartbeat |
+| SHADOWLENS_REBALANCE_TIMEOUT_S | 60 | consumer group rebalance timeout |
+| SHADOWLENS_WEB_PORT | (none) | Faust web on 127.0.0.1:PORT; unset = --without-web |
+| SHADOWLENS_CH_BATCH | 5000 | pairs per ClickHouse insert |
+| SHADOWLENS_LOG_LEVEL | info | worker log level |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from streams.store import DEFAULT_DATABASE, DEFAULT_DSN
+
+PREFIX = "SHADOWLENS_"
+GUARANTEES = ("at_least_once", "exactly_once")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the worker cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    app_id: str = "shadowlens"
+    dsn: str = DEFAULT_DSN
+    database: str = DEFAULT_DATABASE
+    policy: Path | None = None
+    processing_guarantee: str = "at_least_once"
+    topic_events: str = "shadow.events"
+    topic_repartition: str = "shadow.events.repartition"
+    topic_pairs: str = "shadow.pairs"
+    topic_deadletter: str = "shadow.deadletter"
+    topic_control: str = "shadow.control"
+    events_partitions: int = 8
+    pairs_partitions: int = 1
+    control_partitions: int = 1
+    replication_factor: int = 1
+    batch_size: int = 1000
+    batch_within_s: float = 0.2
+    sweep_interval_s: float = 1.0
+    commit_interval_s: float = 2.0
+    session_timeout_s: float = 30.0
+    heartbeat_interval_s: float = 3.0
+    rebalance_timeout_s: float = 60.0
+    web_port: int | None = None
+    ch_batch: int = 5000
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.processing_guarantee not in GUARANTEES:
+            raise SettingsError(
+                f"{PREFIX}PROCESSING_GUARANTEE must be one of {', '.join(GUARANTEES)}, "
+                f"got {self.processing_guarantee!r}"
+            )
+        for name in (
+            "events_partitions",
+            "pairs_partitions",
+            "control_partitions",
+            "replication_factor",
+        ):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
+        if self.batch_size < 1 or self.ch_batch < 1:
+            raise SettingsError(f"{PREFIX}BATCH_SIZE and {PREFIX}CH_BATCH must be >= 1")
+        for name in ("batch_within_s", "sweep_interval_s", "commit_interval_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{PREFIX}{name.upper()} must be > 0")
+        if self.heartbeat_interval_s >= self.session_timeout_s:
+            raise SettingsError(
+                f"{PREFIX}HEARTBEAT_INTERVAL_S must be below {PREFIX}SESSION_TIMEOUT_S"
+            )
+        names = [self.topic_events, self.topic_repartition, self.topic_pairs]
+        names += [self.topic_deadletter, self.topic_control]
+        if len(set(names)) != len(names):
+            raise SettingsError(f"the five {PREFIX}TOPIC_* names must differ: {names}")
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``SHADOWLENS_<FIELD>`` for every field; unset or empty keeps the default."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper(), "").strip()
+            if raw:
+                values[f.name] = _parse(f.name, str(f.type), raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as they may be logged: credentials in the DSN are masked."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["dsn"] = redact_dsn(self.dsn)
+        out["policy"] = str(self.policy) if self.policy else "(built-in)"
+        return out
+
+
+def _parse(name: str, type_name: str, raw: str) -> Any:
+    var = PREFIX + name.upper()
+    try:
+        if type_name.startswith("int"):
+            return int(raw)
+        if type_name.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{var}={raw!r} is not a number") from None
+    if type_name.startswith("Path"):
+        return Path(raw)
+    if name in ("processing_guarantee", "log_level"):
+        return raw.lower()
+    return raw
+
+
+def redact_dsn(dsn: str) -> str:
+    """``http://user:secret@host:8123`` -> ``http://user:***@host:8123``; others unchanged."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -1,0 +1,345 @@
+"""The judging agent: windows and decisions per experiment, and the single sink.
+
+Input: ``shadow.pairs`` (keyed by experiment), which carries scored pairs and the
+watermarks every pairing task publishes. Per pairs partition (a task):
+
+* pairs go into event-time tumbling windows (`pipeline.windows.TumblingWindows`, state in
+  a changelogged table) and to ClickHouse;
+* the task's watermark is the *minimum* over the pairing tasks' latest watermarks, known
+  only once every one of them has reported; windows close on it, never on the wall clock;
+* closed windows are judged (`judge.decide.decide`, through `pipeline.core.Pipeline`'s
+  judge so the worker and `shadowlens replay` decide alike); decisions go to
+  ``shadow.control`` keyed by experiment (`streams.control`) and to ClickHouse;
+* a timer sends a heartbeat with the lease for every experiment, every
+  ``policy.ramp.heartbeat_ms``.
+
+The owner of the pairs partitions is the worker's only ClickHouse writer (chdb allows one
+process per data directory), and also stores the dead letters (``shadow.deadletter`` has
+as many partitions as ``shadow.pairs``, so Faust assigns both to the same worker).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from faust.types import TP
+
+from comparators.pairs import PairScore
+from judge.decide import ExperimentState
+from judge.policy import Policy
+from judge.verdicts import Decision
+from pipeline.core import Pipeline
+from pipeline.windows import ClosedWindow, TumblingWindows, WindowKey, WindowState
+from schemas.events import DeadLetter
+from streams import control
+from streams.ch_writer import ClickHouseWriter
+from streams.codec import decode_state, encode_state
+from streams.config import Settings
+from streams.task_state import Record, TaskState, changelog, in_task, produce, task_table
+from streams.wire import (
+    END_MS,
+    PAIRS,
+    WATERMARK,
+    Watermark,
+    decode_pairs,
+    read_dead_letter,
+    record_type,
+)
+
+if TYPE_CHECKING:
+    from streams.transactions import ShadowApp
+
+log = logging.getLogger(__name__)
+
+_SEP = "\x1f"
+
+
+def window_key_str(key: WindowKey) -> str:
+    return _SEP.join((key.experiment, key.segment, key.comparison, str(key.start_ms)))
+
+
+def str_window_key(text: str) -> WindowKey:
+    experiment, segment, comparison, start = text.split(_SEP)
+    return WindowKey(experiment, segment, comparison, int(start))
+
+
+class Outputs:
+    """The `pipeline.core.Sink` the judge writes to: ClickHouse, and control messages
+    collected to be produced by the task that made them."""
+
+    def __init__(self, writer: ClickHouseWriter) -> None:
+        self.writer = writer
+        self.decided: list[Decision] = []
+        self.closed = 0
+
+    def pairs(self, scores: Sequence[PairScore]) -> None:
+        self.writer.pairs(scores)
+
+    def windows(self, windows: Sequence[ClosedWindow]) -> None:
+        self.closed += len(windows)
+        self.writer.windows(windows)
+
+    def decisions(self, decisions: Sequence[Decision]) -> None:
+        self.writer.decisions(decisions)
+        self.decided.extend(decisions)
+
+    def dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        self.writer.dead_letters(letters)
+
+
+class JudgingTask:
+    """One pairs partition: its windows, its experiments' judge state, its watermarks."""
+
+    def __init__(self, stage: JudgingStage, partition: int) -> None:
+        policy = stage.policy
+        self.partition = partition
+        self.tp = TP(stage.settings.topic_pairs, partition)
+        self.windows_state: TaskState[WindowKey, WindowState] = TaskState(
+            stage.windows_table,
+            partition,
+            encode_state,
+            decode_state,
+            key_str=window_key_str,
+            str_key=str_window_key,
+        )
+        self.experiments: TaskState[str, ExperimentState] = TaskState(
+            stage.experiments_table, partition, encode_state, decode_state
+        )
+        self.meta: TaskState[str, Any] = TaskState(
+            stage.meta_table, partition, orjson.dumps, orjson.loads
+        )
+        windows = TumblingWindows(
+            policy.windows.size_ms, policy.windows.grace_ms, state=self.windows_state
+        )
+        windows.closed_before_ms = int(self.meta.get("closed_before", 0))
+        # Pipeline is reused for its judge: the grouping of closed windows per experiment
+        # and end time, the initial ramp state and the call to decide().
+        self.pipeline = Pipeline(policy, stage.outputs)
+        self.pipeline.windows = windows
+        self.pipeline.experiments = self.experiments
+        self.upstream: dict[int, int] = {
+            int(k.split("/", 1)[1]): int(v) for k, v in self.meta.items() if k.startswith("wm/")
+        }
+        self.upstream_partitions = int(self.meta.get("n", 0))
+        self.applied_ms = int(self.meta.get("applied", 0))
+
+    @property
+    def windows(self) -> TumblingWindows:
+        return self.pipeline.windows
+
+    def placement_ms(self) -> int:
+        """Where a late pair goes: the open window at the watermark (`TumblingWindows.add`)."""
+        if self.applied_ms == END_MS:
+            return self.windows.closed_before_ms
+        return self.applied_ms
+
+    def watermark_ms(self) -> int | None:
+        """Minimum over the pairing tasks' watermarks; None until all have reported."""
+        n = self.upstream_partitions
+        if not n or any(p not in self.upstream for p in range(n)):
+            return None
+        return min(self.upstream[p] for p in range(n))
+
+    def observe(self, mark: Watermark) -> list[ClosedWindow]:
+        self.upstream[mark.partition] = mark.watermark_ms
+        self.upstream_partitions = mark.partitions
+        self.meta[f"wm/{mark.partition}"] = mark.watermark_ms
+        self.meta["n"] = mark.partitions
+        wm = self.watermark_ms()
+        if wm is None or wm == self.applied_ms:
+            return []
+        if wm == END_MS:  # every pairing task has flushed: close everything
+            closed = self.windows.flush()
+        elif self.applied_ms == END_MS or wm > self.applied_ms:
+            closed = self.windows.advance(wm)
+        else:
+            return []
+        self.applied_ms = wm
+        self.meta["applied"] = wm
+        self.meta["closed_before"] = self.windows.closed_before_ms
+        return closed
+
+    def changelog(self) -> list[Record]:
+        return changelog(self.windows_state) + changelog(self.experiments) + changelog(self.meta)
+
+
+class JudgingStage:
+    def __init__(
+        self, app: ShadowApp, settings: Settings, policy: Policy, pairs_partitions: int
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.policy = policy
+        self.partitions = pairs_partitions
+        self.writer = ClickHouseWriter(settings.dsn, settings.database, settings.ch_batch)
+        self.outputs = Outputs(self.writer)
+        self.windows_table = task_table(app, "windows", pairs_partitions)
+        self.experiments_table = task_table(app, "experiments", pairs_partitions)
+        self.meta_table = task_table(app, "judging-meta", pairs_partitions)
+        self.tasks: dict[int, JudgingTask] = {}
+        self.counts: Counter[str] = Counter()
+        self.signing_key = control.signing_key()
+
+    # -- wiring
+
+    def register(self, *, dead_letters: bool) -> None:
+        s, app = self.settings, self.app
+        pairs = app.topic(s.topic_pairs, key_serializer="raw", value_serializer="raw")
+
+        async def judging(stream: Any) -> None:
+            async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+                async with app.barrier:
+                    await self.process(events)
+                    for event in events:
+                        await stream.ack(event)
+                await self.writer.throttle()
+
+        async def heartbeat() -> None:
+            async with app.barrier:
+                await self.heartbeat()
+
+        app.agent(pairs, name="judging")(judging)
+        app.timer(self.policy.ramp.heartbeat_ms / 1000.0, name="heartbeat")(heartbeat)
+        if dead_letters:
+            dlq = app.topic(s.topic_deadletter, key_serializer="raw", value_serializer="raw")
+
+            async def store_dead_letters(stream: Any) -> None:
+                async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+                    async with app.barrier:
+                        letters = [
+                            read_dead_letter(e.message.value, e.message.headers) for e in events
+                        ]
+                        self.counts["dead_letters"] += len(letters)
+                        self.writer.open()  # co-partitioned with shadow.pairs: same owner
+                        self.writer.dead_letters(letters)
+                        for event in events:
+                            await stream.ack(event)
+
+            app.agent(dlq, name="dead-letters")(store_dead_letters)
+        app.commit_hooks.append(self.writer.drain)
+        self.windows_table.on_recover(self.on_recovered)
+        app.on_partitions_assigned.connect(self.on_assigned)
+
+    async def on_recovered(self) -> None:
+        for tp in self.app.assignor.assigned_actives():
+            if tp.topic == self.settings.topic_pairs and tp.partition not in self.tasks:
+                self.tasks[tp.partition] = JudgingTask(self, tp.partition)
+        if self.tasks:
+            self.writer.open()
+        log.info("judging tasks after recovery: %s", sorted(self.tasks))
+
+    async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == self.settings.topic_pairs}
+        for p in sorted(set(self.tasks) - mine):
+            del self.tasks[p]
+            for table in (self.windows_table, self.experiments_table, self.meta_table):
+                table.forget_partition(p)
+        if not mine:
+            self.writer.close()  # let the new owner of the sink partitions open the store
+
+    def task(self, partition: int) -> JudgingTask:
+        task = self.tasks.get(partition)
+        if task is None:
+            task = self.tasks[partition] = JudgingTask(self, partition)
+            self.writer.open()
+        return task
+
+    # -- processing
+
+    async def process(self, events: Sequence[Any]) -> None:
+        by_partition: dict[int, list[Any]] = defaultdict(list)
+        for event in events:
+            by_partition[event.message.partition].append(event)
+        for partition, batch in by_partition.items():
+            task = self.task(partition)
+            with in_task(task.tp):
+                await self._process(task, batch)
+
+    async def _process(self, task: JudgingTask, batch: Sequence[Any]) -> None:
+        scores: list[PairScore] = []
+        closed: list[ClosedWindow] = []
+        for event in batch:
+            msg = event.message
+            kind = record_type(msg.headers)
+            if kind == WATERMARK:
+                closed += self._close(task, task.observe(Watermark.decode(msg.value)), scores)
+            elif kind == PAIRS:
+                batch_scores = decode_pairs(msg.value)
+                self.counts["pairs"] += len(batch_scores)
+                placement = task.placement_ms()
+                for score in batch_scores:
+                    task.windows.add(score, placement)
+                scores += batch_scores
+            else:
+                self.counts["unknown_records"] += 1
+        self.writer.pairs(scores)
+        await self._send_decisions()
+        await produce(self.app, task.changelog())
+
+    def _close(
+        self, task: JudgingTask, closed: list[ClosedWindow], scores: list[PairScore]
+    ) -> list[ClosedWindow]:
+        if closed:
+            self.writer.pairs(scores)  # a window's pairs are queued before its row
+            scores.clear()
+            task.pipeline._judge(closed)
+            self.counts["windows"] += len(closed)
+        return closed
+
+    async def _send_decisions(self) -> None:
+        decided, self.outputs.decided = self.outputs.decided, []
+        if not decided:
+            return
+        now_ms = int(time.time() * 1000)
+        lease = self.policy.ramp.lease_ms
+        messages = [(d.experiment, control.decision_message(d, now_ms, lease)) for d in decided]
+        for d in decided:
+            self.counts[f"decisions.{d.action}"] += 1
+            log.info(
+                "decision %s epoch %d: %s %s%% -> %s%% (%s)",
+                d.experiment, d.epoch, d.action, d.from_percent, d.to_percent, d.reason[:200],
+            )  # fmt: skip
+        await self._send_control(messages)
+
+    async def heartbeat(self) -> None:
+        now_ms = int(time.time() * 1000)
+        ramp_policy = self.policy.ramp
+        for task in list(self.tasks.values()):
+            messages = [
+                (
+                    experiment,
+                    control.heartbeat_message(
+                        experiment,
+                        state.ramp.epoch,
+                        state.ramp.percent(ramp_policy),
+                        now_ms,
+                        ramp_policy.lease_ms,
+                    ),
+                )
+                for experiment, state in task.experiments.items()
+            ]
+            with in_task(task.tp):
+                await self._send_control(messages)
+            self.counts["heartbeats"] += len(messages)
+
+    async def _send_control(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        topic, key = self.settings.topic_control, self.signing_key
+        records: list[Record] = [
+            (
+                topic,
+                experiment.encode(),
+                control.encode(message if key is None else control.sign(message, key)),
+                None,
+                None,
+            )
+            for experiment, message in messages
+        ]
+        await produce(self.app, records)
+
+    def stats(self) -> dict[str, Any]:
+        return {"judging_tasks": sorted(self.tasks), **dict(self.counts)}

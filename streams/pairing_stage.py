@@ -1,0 +1,332 @@
+"""The pairing agent: decode -> route -> pair -> score, one task per events partition.
+
+Input: ``shadow.events`` and ``shadow.events.repartition`` (same partition count; partition
+p of both is task p). For each record, in partition order:
+
+* bad bytes go to the dead-letter topic (original value, reason in headers) and the stream
+  goes on;
+* an event that is not on its pairing partition (``murmur2(request_id) % partitions``:
+  keyed by something else, or by a client whose partitioner differs) is forwarded to the
+  repartition topic, keyed by its request id;
+* otherwise it joins its request in the pairing table through `pipeline.pairing.Pairer`;
+  pairs, orphans and split singles are scored (`comparators.pairs`) and produced to
+  ``shadow.pairs`` keyed by experiment.
+
+Orphans are swept by the task's event-time watermark, after each batch and on a timer.
+Every task then publishes its progress -- "no pair older than W will come from me" --
+to every pairs partition; the judging side closes windows at the minimum over tasks.
+
+An ``end-of-input`` marker (a finite replay is over) is forwarded to every repartition
+partition; once a task has its own and every forwarded one, everything it holds is
+flushed (`Pairer.flush`) and it reports the end watermark.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from faust.types import TP
+
+from comparators.pairs import PairScore
+from judge.policy import Policy
+from pipeline.core import MemorySink, Pipeline, pairing_config
+from pipeline.pairing import Matched, Pairer, Pending
+from schemas.events import DeadLetter, InvalidEvent, decode_event
+from streams.codec import decode_pending, encode_pending
+from streams.config import Settings
+from streams.task_state import Record, TaskState, changelog, in_task, produce, task_table
+from streams.wire import (
+    END_MS,
+    END_OF_INPUT,
+    PAIRS,
+    TYPE_HEADER,
+    WATERMARK,
+    Watermark,
+    dead_letter_record,
+    encode_pairs,
+    pairing_partition,
+    record_type,
+)
+
+if TYPE_CHECKING:
+    from streams.transactions import ShadowApp
+
+log = logging.getLogger(__name__)
+
+REPUBLISH_S = 10.0  # a task re-sends an unchanged watermark this often
+
+
+class PairingTask:
+    """What one events partition owns: its slice of the pairing table, its Pairer, and the
+    progress of every input it pairs from (its events partition, and what the other
+    tasks forward to it through the repartition topic)."""
+
+    def __init__(self, stage: PairingStage, partition: int) -> None:
+        s = stage.settings
+        self.partition = partition
+        self.tp = TP(s.topic_events, partition)
+        self.state: TaskState[str, Pending] = TaskState(
+            stage.pending, partition, encode_pending, decode_pending
+        )
+        self.meta: TaskState[str, Any] = TaskState(
+            stage.meta, partition, orjson.dumps, orjson.loads
+        )
+        # Pipeline is reused for its scoring (score_pair / score_orphan / score_split).
+        self.pipeline = Pipeline(stage.policy, MemorySink())
+        self.pairer = Pairer(self.state, pairing_config(stage.policy), int(self.meta.get("wm", 0)))
+        self.lateness_ms = stage.policy.pairing.lateness_ms
+        self.others = [q for q in range(stage.partitions) if q != partition]
+        # progress of this task's events partition, which it forwards to the others
+        self.events_wm = int(self.meta.get("events_wm", 0))
+        self.events_done = bool(self.meta.get("events_done", False))
+        # progress of what each other task forwards here; END_MS once its input ended
+        self.forward: dict[int, int] = {int(q): v for q, v in self.meta.get("forward", {}).items()}
+        self.ended = bool(self.meta.get("ended", False))
+        self.swept_ms = int(self.meta.get("swept", 0))
+        self.published: dict[str, int] = {}
+        self.published_at = 0.0
+
+    def score(self, matched: Matched) -> list[PairScore]:
+        self.pipeline._take(matched)
+        scores, self.pipeline._scored = self.pipeline._scored, []
+        return scores
+
+    def saw_event(self, completed_ms: int) -> None:
+        self.events_wm = max(self.events_wm, completed_ms - self.lateness_ms)
+        self.events_done = False
+
+    def forward_progress(self) -> int:
+        """What this task tells the others: no forwarded event completing earlier will come."""
+        return END_MS if self.events_done else self.events_wm
+
+    def watermark_ms(self) -> int:
+        """The Pairer's watermark held back by the inputs that are behind: a request is not
+        swept while a forwarding task may still send its other half."""
+        return min([self.pairer.watermark_ms, *(self.forward.get(q, 0) for q in self.others)])
+
+    def inputs_ended(self) -> bool:
+        return self.events_done and all(self.forward.get(q) == END_MS for q in self.others)
+
+    def progress_ms(self, timeout_ms: int) -> int:
+        """The pair-time watermark this task publishes: no later pair is older."""
+        return END_MS if self.ended else self.watermark_ms() - timeout_ms
+
+    def sweep(self, step_ms: int) -> Matched:
+        wm = self.watermark_ms()
+        if wm - self.swept_ms < step_ms:
+            return Matched()
+        self.swept_ms = wm
+        raw, self.pairer.watermark_ms = self.pairer.watermark_ms, wm
+        try:
+            return self.pairer.sweep()
+        finally:
+            self.pairer.watermark_ms = max(raw, self.pairer.watermark_ms)
+
+    def remember(self) -> None:
+        self.meta["wm"] = self.pairer.watermark_ms
+        self.meta["events_wm"] = self.events_wm
+        self.meta["events_done"] = self.events_done
+        self.meta["forward"] = {str(q): v for q, v in self.forward.items()}
+        self.meta["ended"] = self.ended
+        self.meta["swept"] = self.swept_ms
+
+
+class PairingStage:
+    """Tables, agent and timer of the pairing side, wired into `app` by `register`."""
+
+    def __init__(
+        self,
+        app: ShadowApp,
+        settings: Settings,
+        policy: Policy,
+        events_partitions: int,
+        pairs_partitions: int,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.policy = policy
+        self.partitions = events_partitions
+        self.pairs_partitions = pairs_partitions
+        self.timeout_ms = policy.pairing.timeout_ms
+        self.sweep_step_ms = max(1, policy.windows.size_ms // 10)
+        self.pending = task_table(app, "pairing", events_partitions)
+        self.meta = task_table(app, "pairing-meta", events_partitions)
+        self.tasks: dict[int, PairingTask] = {}
+        self.counts: Counter[str] = Counter()
+        self.events_by_partition: Counter[int] = Counter()
+
+    # -- wiring
+
+    def register(self) -> None:
+        s, app = self.settings, self.app
+        source = app.topic(
+            s.topic_events,
+            s.topic_repartition,
+            key_serializer="raw",
+            value_serializer="raw",
+            acks=True,
+        )
+
+        async def pairing(stream: Any) -> None:
+            async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+                async with app.barrier:
+                    await self.process(events)
+                    for event in events:
+                        await stream.ack(event)
+
+        async def tick() -> None:
+            async with app.barrier:
+                await self.tick()
+
+        app.agent(source, name="pairing")(pairing)
+        app.timer(s.sweep_interval_s, name="pairing-sweep")(tick)
+        self.pending.on_recover(self.on_recovered)
+        app.on_partitions_assigned.connect(self.on_assigned)
+
+    async def on_recovered(self) -> None:
+        for tp in self.app.assignor.assigned_actives():
+            if tp.topic == self.settings.topic_events and tp.partition not in self.tasks:
+                self.tasks[tp.partition] = PairingTask(self, tp.partition)
+        log.info("pairing tasks after recovery: %s", sorted(self.tasks))
+
+    async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == self.settings.topic_events}
+        for p in sorted(set(self.tasks) - mine):
+            del self.tasks[p]
+            self.pending.forget_partition(p)
+            self.meta.forget_partition(p)
+
+    def task(self, partition: int) -> PairingTask:
+        task = self.tasks.get(partition)
+        if task is None:  # records arrive only after recovery; build from the table
+            task = self.tasks[partition] = PairingTask(self, partition)
+        return task
+
+    # -- processing
+
+    async def process(self, events: Sequence[Any]) -> None:
+        by_partition: dict[int, list[Any]] = defaultdict(list)
+        for event in events:
+            by_partition[event.message.partition].append(event)
+        for partition, batch in by_partition.items():
+            task = self.task(partition)
+            with in_task(task.tp):
+                await self._process(task, batch)
+
+    async def _process(self, task: PairingTask, batch: Sequence[Any]) -> None:
+        s = self.settings
+        sends: list[Record] = []
+        scores: list[PairScore] = []
+        now_ms = int(time.time() * 1000)
+        for event in batch:
+            msg = event.message
+            self.events_by_partition[task.partition] += 1
+            kind = record_type(msg.headers)
+            if kind == WATERMARK:  # another task's progress, on the repartition topic
+                mark = Watermark.decode(msg.value)
+                task.forward[mark.partition] = mark.watermark_ms
+                continue
+            if kind == END_OF_INPUT:
+                task.events_done = True
+                continue
+            raw = msg.value if msg.value is not None else b""
+            source = f"{msg.topic}/{msg.partition}/{msg.offset}"
+            try:
+                decoded = decode_event(raw)
+            except InvalidEvent as exc:
+                self._dead(sends, DeadLetter.of(exc, raw, now_ms, source), msg.key)
+                continue
+            if msg.topic == s.topic_events:
+                task.saw_event(decoded.completed_ms)
+                target = pairing_partition(decoded.request_id, self.partitions)
+                if target != task.partition:
+                    self.counts["rekeyed"] += 1
+                    key = decoded.request_id.encode()
+                    sends.append((s.topic_repartition, key, raw, target, None))
+                    continue
+            self.counts["events"] += 1
+            task.ended = False
+            try:
+                scores += task.score(task.pairer.add(decoded))
+            except Exception as exc:  # a bug must not stop the stream: keep the bytes
+                log.exception("pairing failed for %s", source)
+                letter = DeadLetter("processing_error", repr(exc)[:500], raw, now_ms, None, source)
+                self._dead(sends, letter, msg.key)
+        scores += self._advance(task)
+        await self._emit(task, sends, scores)
+
+    def _advance(self, task: PairingTask) -> list[PairScore]:
+        """Sweep by the watermark; once every input has ended, flush everything."""
+        scores = task.score(task.sweep(self.sweep_step_ms))
+        if task.inputs_ended() and not task.ended:
+            task.ended = True
+            self.counts["end_of_input"] += 1
+            scores += task.score(task.pairer.flush())
+        return scores
+
+    def _dead(self, sends: list[Record], letter: DeadLetter, key: bytes | None) -> None:
+        self.counts[f"dead_letter.{letter.reason}"] += 1
+        value, headers = dead_letter_record(letter)
+        sends.append((self.settings.topic_deadletter, key, value, None, headers))
+
+    async def _emit(self, task: PairingTask, sends: list[Record], scores: list[PairScore]) -> None:
+        """Produce, wait for the broker, then persist the state (see `docs/streaming.md`:
+        outputs are durable before the state that says they were made)."""
+        s = self.settings
+        by_experiment: dict[str, list[PairScore]] = defaultdict(list)
+        for score in scores:
+            self.counts[f"pairs.{score.outcome}"] += 1
+            by_experiment[score.experiment].append(score)
+        for experiment, group in by_experiment.items():
+            key = experiment.encode()
+            sends += [(s.topic_pairs, key, v, None, _PAIRS_H) for v in encode_pairs(group)]
+        sends += self._watermarks(task)
+        await produce(self.app, sends)
+        task.remember()
+        await produce(self.app, changelog(task.state) + changelog(task.meta))
+
+    def _watermarks(self, task: PairingTask) -> list[Record]:
+        """Progress records, when they changed (or went unsent for `REPUBLISH_S`): the
+        pair-time watermark to every pairs partition, and this task's forwarding
+        progress to every other task (through the repartition topic, after what it
+        forwarded in this batch)."""
+        s = self.settings
+        stale = time.monotonic() - task.published_at > REPUBLISH_S
+        out: list[Record] = []
+        pairs_partitions = range(self.pairs_partitions)
+        targets = (
+            ("pairs", task.progress_ms(self.timeout_ms), s.topic_pairs, pairs_partitions),
+            ("forward", task.forward_progress(), s.topic_repartition, task.others),
+        )
+        for name, progress, topic, partitions in targets:
+            if task.published.get(name) == progress and not stale:
+                continue
+            task.published[name] = progress
+            mark = Watermark(task.partition, self.partitions, progress)
+            value = mark.encode()
+            out += [(topic, mark.key, value, q, _WATERMARK_H) for q in partitions]
+        if stale:
+            task.published_at = time.monotonic()
+        return out
+
+    async def tick(self) -> None:
+        """Timer: sweep orphans by the watermark and publish progress, per task."""
+        for task in list(self.tasks.values()):
+            with in_task(task.tp):
+                await self._emit(task, [], self._advance(task))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "pairing_tasks": sorted(self.tasks),
+            "events_by_partition": {str(k): v for k, v in sorted(self.events_by_partition.items())},
+            **dict(self.counts),
+        }
+
+
+_PAIRS_H = [(TYPE_HEADER, PAIRS)]
+_WATERMARK_H = [(TYPE_HEADER, WATERMARK)]

@@ -1,0 +1,180 @@
+"""Per-partition state on Faust tables: which partition a write belongs to, and batching.
+
+A *task* is one partition number of a group of co-partitioned topics (for example
+partition 3 of ``shadow.events``, of the repartition topic and of the pairing changelog).
+Everything the worker does for a task -- state it changes, records it produces, offsets it
+commits -- belongs to that partition; `in_task` says which one is running.
+
+* `TaskTable` is a Faust table (``bytes`` keys and values, changelogged, compacted) used
+  for what Faust does well: declaring the changelog topic and rebuilding the state from
+  it when a partition is assigned. Its keys are prefixed with the partition
+  (``b"3|req-42"``), so a partition's keys can be found again.
+* `TaskState` is one partition's slice of a `TaskTable` as a dict of live objects. It is
+  persisted once per batch: `changes()` hands the changelog records of the keys changed
+  since the last call (a window updated 500 times in a batch costs one record), and the
+  stage produces them with its other records, in the task's transaction. Faust's own
+  table write path (one buffered future per key) is bypassed; the records are exactly
+  those Faust would write, so its recovery reads them back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import Any, Generic, TypeVar
+
+from faust.tables.table import Table
+from faust.types import TP
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+ChangelogRecord = tuple[bytes, bytes | None]  # key, value (None deletes the key)
+
+_CURRENT: contextvars.ContextVar[TP | None] = contextvars.ContextVar(
+    "shadowlens_task", default=None
+)
+
+
+def current_task() -> TP | None:
+    """The source partition being processed in this asyncio context, if any."""
+    return _CURRENT.get()
+
+
+@contextmanager
+def in_task(tp: TP) -> Iterator[None]:
+    token = _CURRENT.set(tp)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+class TaskTable(Table):
+    """A changelogged table of bytes whose keys carry their partition."""
+
+    def partition_for_key(self, key: Any) -> int | None:
+        task = current_task()  # only reached by a direct table write, which we never do
+        if task is None:
+            raise RuntimeError(f"table {self.name!r} written outside a task")
+        return task.partition
+
+    def partition_keys(self, partition: int) -> list[bytes]:
+        prefix = f"{partition}|".encode()
+        return [k for k in list(self.data) if isinstance(k, bytes) and k.startswith(prefix)]
+
+    def forget_partition(self, partition: int) -> None:
+        """Drop a revoked partition's keys from local memory (not from the changelog), so
+        a later assignment rebuilds it from the changelog alone."""
+        store = self.data
+        for key in self.partition_keys(partition):
+            store.data.pop(key, None)  # the memory store's dict: no changelog record
+
+
+def task_table(app: Any, name: str, partitions: int) -> TaskTable:
+    """Declare a `TaskTable` on `app`."""
+    table = TaskTable(
+        app,
+        name=name,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+        beacon=app.tables.beacon,
+    )
+    return app.tables.add(table)  # type: ignore[no-any-return]
+
+
+def _same(key: Any) -> Any:
+    return key
+
+
+class TaskState(MutableMapping[K, V], Generic[K, V]):
+    """One partition of a `TaskTable` as live objects; see the module doc.
+
+    `key_str` / `str_key` map the view's keys to strings and back (for keys that are not
+    strings, such as `WindowKey`).
+    """
+
+    def __init__(
+        self,
+        table: TaskTable,
+        partition: int,
+        encode: Callable[[V], bytes],
+        decode: Callable[[bytes], V],
+        *,
+        key_str: Callable[[K], str] = _same,
+        str_key: Callable[[str], K] = _same,
+    ) -> None:
+        self.table = table
+        self.partition = partition
+        self._encode = encode
+        self._key_str = key_str
+        self._prefix = f"{partition}|"
+        self._values: dict[K, V] = {}
+        self._dirty: set[K] = set()
+        self._deleted: set[K] = set()
+        cut = len(self._prefix)
+        for key in table.partition_keys(partition):
+            raw = table.data[key]
+            if raw is not None:
+                self._values[str_key(key.decode()[cut:])] = decode(raw)
+
+    def __getitem__(self, key: K) -> V:
+        return self._values[key]
+
+    def get(self, key: K, default: Any = None) -> Any:
+        return self._values.get(key, default)
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._values[key] = value
+        self._dirty.add(key)
+        self._deleted.discard(key)
+
+    def __delitem__(self, key: K) -> None:
+        del self._values[key]
+        self._dirty.discard(key)
+        self._deleted.add(key)
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def changes(self) -> list[ChangelogRecord]:
+        """The changelog records of every key changed since the last call."""
+        prefix, name, encode = self._prefix, self._key_str, self._encode
+        records: list[ChangelogRecord] = [
+            ((prefix + name(k)).encode(), encode(self._values[k])) for k in self._dirty
+        ]
+        records += [((prefix + name(k)).encode(), None) for k in self._deleted]
+        self._dirty.clear()
+        self._deleted.clear()
+        return records
+
+
+Record = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]
+
+
+def changelog(state: TaskState[Any, Any]) -> list[Record]:
+    """`state.changes()` as records for its table's changelog partition."""
+    topic = state.table.changelog_topic_name
+    return [(topic, key, value, state.partition, None) for key, value in state.changes()]
+
+
+async def produce(app: Any, records: list[Record]) -> None:
+    """Send `records` (in the running task's transaction under exactly-once) and wait
+    until the broker has them all."""
+    if not records:
+        return
+    producer = await app.maybe_start_producer()
+    futures = [
+        await producer.send(topic, key, value, partition, None, headers)
+        for topic, key, value, partition, headers in records
+    ]
+    await asyncio.gather(*futures)

@@ -1,0 +1,135 @@
+"""How the worker commits: one barrier, sinks flushed first, one transaction per task.
+
+Faust commits offsets on a timer while agents keep running. Three things are added here:
+
+1. A processing barrier. Agents and timers hold it while they process a batch *and ack
+   it*; a commit holds it from the moment it picks the offsets until the broker has them.
+   A commit therefore never sees a half-processed batch: every acked record's outputs have
+   been produced, and nothing is produced for a record that is not acked yet.
+2. Sinks flush before the offsets go out (`ShadowApp.before_commit`): a ClickHouse insert
+   that fails fails the commit, so the records are processed again instead of being lost.
+3. ``exactly_once``: Faust picks a record's transaction by the partition it is *sent to*,
+   which is only right when every output goes to the partition it came from. Here the
+   transaction is the *task's* -- the partition being processed (`streams.task_state`) --
+   as in Kafka Streams, so a pair produced to ``shadow.pairs`` partition 0 while processing
+   ``shadow.events`` partition 5 commits atomically with partition 5's offsets and its
+   changelog records. Records produced by timers with no new input (orphan sweeps,
+   watermarks) are committed too (`commit_dirty`); Faust would leave them in an open
+   transaction that read_committed consumers never see.
+
+A failed transaction crashes the worker: its in-memory state may be ahead of what was
+committed, and only a restart (recovery from the changelog) makes them agree again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import faust
+from faust.transport.consumer import TransactionManager
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from streams.task_state import current_task
+
+CommitHook = Callable[[], Awaitable[None]]
+
+
+class ShadowApp(faust.App):
+    """A Faust app whose transport commits through the barrier (see the module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.barrier = asyncio.Lock()
+        self.commit_hooks: list[CommitHook] = []
+
+    async def before_commit(self) -> None:
+        for hook in self.commit_hooks:
+            await hook()
+
+    def _new_transport(self) -> Any:
+        return ShadowTransport(self.conf.broker_consumer, self)
+
+
+class TaskTransactionManager(TransactionManager):
+    """Transactions per task (source partition), not per destination partition."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._dirty: set[str] = set()
+
+    def transactional_id(self, tp: TP) -> str:
+        group = self.app.assignor.group_for_topic(tp.topic)
+        return f"{self.app.conf.id}-{group}-{tp.partition}"
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Any,
+        *,
+        transactional_id: str | None = None,
+    ) -> Awaitable[Any]:
+        p = self.consumer.key_partition(topic, key, partition)
+        task = current_task()
+        if task is not None:
+            tid = self.transactional_id(task)
+        elif p is not None:  # a table's changelog record: its partition is its task's
+            tid = self.transactional_id(TP(topic, p))
+        else:
+            raise RuntimeError(f"record for {topic} produced outside any task")
+        self._dirty.add(tid)
+        return await self.producer.send(
+            topic, key, value, p, timestamp, headers, transactional_id=tid
+        )
+
+    async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        await self.producer.flush()  # changelog records buffered by tables join their txn
+        done = await super().commit(offsets, start_new_transaction=start_new_transaction)
+        self._dirty -= {self.transactional_id(tp) for tp in offsets}
+        return done
+
+    async def commit_dirty(self, start_new_transaction: bool = True) -> None:
+        """Commit the transactions that produced records but consumed nothing new."""
+        if not self._dirty:
+            return
+        await self.producer.flush()
+        producer = self.producer
+        for tid in sorted(self._dirty):
+            txn = producer._transaction_producers.get(tid)  # type: ignore[attr-defined]
+            if txn is None:  # revoked: the next owner's producer fences it
+                continue
+            async with producer._trn_locks[tid]:  # type: ignore[attr-defined]
+                await txn.commit_transaction()
+                if start_new_transaction:
+                    await txn.begin_transaction()
+        self._dirty.clear()
+
+
+class ShadowConsumer(faust_aiokafka.Consumer):
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        app: ShadowApp = self.app  # type: ignore[assignment]
+        async with app.barrier:
+            try:
+                await app.before_commit()
+                done = await super().force_commit(
+                    topics, start_new_transaction=start_new_transaction
+                )
+                if self.in_transaction and topics is None:
+                    tm: TaskTransactionManager = self.transactions  # type: ignore[assignment]
+                    await tm.commit_dirty(start_new_transaction)
+            except Exception as exc:
+                self.log.exception("commit failed: %r", exc)
+                await app.crash(exc)
+                raise
+        return done
+
+
+class ShadowTransport(faust_aiokafka.Transport):
+    Consumer = ShadowConsumer
+    TransactionManager = TaskTransactionManager

@@ -1,0 +1,42 @@
+"""`shadowlens worker`: check the topics, build the app, run a Faust worker until stopped.
+
+SIGTERM / SIGINT stop it cleanly: agents finish their batch, offsets are committed after
+ClickHouse is flushed, the store is closed. A killed worker loses nothing that was
+committed; its partitions move to the other workers of the group (or to it again when it
+restarts), which rebuild the tables from their changelogs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from judge.policy import Policy
+from streams.app import build_app
+from streams.config import Settings
+from streams.topics import ensure_topics
+
+log = logging.getLogger("shadowlens.worker")
+
+
+def run_worker(settings: Settings, policy: Policy) -> None:
+    """Run until a signal stops the worker (raises SystemExit like every Faust worker)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    topology = loop.run_until_complete(ensure_topics(settings))
+    worker = build_app(settings, policy, topology)
+    runner = faust.Worker(
+        worker.app,
+        loop=loop,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+    )
+    log.info("shadowlens worker: %s; topology %s", settings.describe(), topology)
+    try:
+        runner.execute_from_commandline()
+    finally:
+        worker.judging.writer.shutdown()
+        worker.log_stats()

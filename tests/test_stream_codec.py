@@ -1,0 +1,191 @@
+"""The worker's pure parts, without a broker: state codecs, wire records, task state, settings."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from comparators.pairs import Outcome
+from judge.policy import load_policy
+from pipeline.core import MemorySink, Pipeline
+from pipeline.pairing import Pairer
+from pipeline.windows import TumblingWindows
+from schemas.events import DeadLetter, InvalidEvent, decode_event
+from streams.codec import (
+    CodecError,
+    decode_pending,
+    decode_state,
+    encode_pending,
+    encode_state,
+)
+from streams.config import Settings, SettingsError, redact_dsn
+from streams.judging_stage import str_window_key, window_key_str
+from streams.task_state import TaskState
+from streams.traffic import Faults, build_events, load_sample, wire_payloads
+from streams.wire import (
+    DLQ_KEEP_BYTES,
+    Watermark,
+    dead_letter_record,
+    decode_pairs,
+    encode_pairs,
+    pairing_partition,
+    read_dead_letter,
+)
+
+
+@pytest.fixture(scope="module")
+def replayed() -> Pipeline:
+    """A small real replay through the plain pipeline: scores, windows, judge state."""
+    sample = load_sample()
+    events = build_events(sample.instructions, sample.arrivals, requests=600)
+    pipeline = Pipeline(load_policy(), MemorySink())
+    for raw in wire_payloads(events, Faults()):
+        pipeline.feed(raw)
+    pipeline.finish()
+    return pipeline
+
+
+def test_pending_round_trips_open_and_closed_requests() -> None:
+    sample = load_sample()
+    events = build_events(sample.instructions, sample.arrivals, requests=40)
+    pairer = Pairer({})
+    for event in events[:50]:
+        pairer.add(event)
+    assert pairer.state
+    for pending in pairer.state.values():
+        back = decode_pending(encode_pending(pending))
+        assert back == pending
+        closed = pending.close()
+        assert decode_pending(encode_pending(closed)) == closed
+
+
+def test_window_state_round_trip_keeps_working_aggregates(replayed: Pipeline) -> None:
+    policy = load_policy()
+    scores = replayed.sink.scores  # type: ignore[attr-defined]
+    windows = TumblingWindows(policy.windows.size_ms, policy.windows.grace_ms)
+    for score in scores[:300]:
+        windows.add(score, 0)
+    for key, state in windows.state.items():
+        back = decode_state(encode_state(state))
+        assert back.late_pairs == state.late_pairs
+        a, b = state.aggregate, back.aggregate
+        assert a.n_paired == b.n_paired and a.quality_seq == b.quality_seq
+        for arm in ("primary", "candidate"):
+            for q in (0.5, 0.99):
+                assert a.latency_quantile(arm, q) == b.latency_quantile(arm, q)
+        # the restored state keeps accumulating exactly like the original
+        original = copy.deepcopy(state)
+        for score in scores[300:400]:
+            original.aggregate.add(score)
+            back.aggregate.add(score)
+        assert encode_state(original) == encode_state(back), key
+
+
+def test_experiment_state_round_trip_decides_like_the_original(replayed: Pipeline) -> None:
+    assert replayed.experiments
+    for state in replayed.experiments.values():
+        back = decode_state(encode_state(state))
+        assert encode_state(back) == encode_state(state)
+        assert back.ramp == state.ramp
+
+
+def test_codec_refuses_unknown_types() -> None:
+    with pytest.raises(CodecError):
+        encode_state(Watermark(0, 1, 2))
+    with pytest.raises(CodecError):
+        decode_state(orjson.dumps({"__": "os.system", "x": 1}))
+
+
+def test_pairs_records_round_trip_in_chunks(replayed: Pipeline) -> None:
+    scores = replayed.sink.scores[:200]  # type: ignore[attr-defined]
+    records = encode_pairs(scores, limit=64 * 1024)
+    assert len(records) > 1
+    assert all(len(r) < 64 * 1024 + 20_000 for r in records)
+    back = [s for record in records for s in decode_pairs(record)]
+    assert back == scores
+    assert all(isinstance(s.outcome, Outcome) for s in back)
+
+
+def test_dead_letter_record_keeps_bytes_and_reason() -> None:
+    raw = b'{"schema_version": 1, "request_id": "r-1", "arm": 7}'
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(raw)
+    letter = DeadLetter.of(info.value, raw, 1234, "shadow.events/3/99")
+    value, headers = dead_letter_record(letter)
+    assert value == raw
+    assert read_dead_letter(value, headers) == letter
+
+    huge = DeadLetter("too_large", "big", b"x" * (DLQ_KEEP_BYTES + 10), 1, None, "s")
+    value, headers = dead_letter_record(huge)
+    h = dict(headers)
+    assert len(value) == DLQ_KEEP_BYTES
+    assert h["shadowlens-original-bytes"] == str(DLQ_KEEP_BYTES + 10).encode()
+    assert h["shadowlens-sha256"] == hashlib.sha256(huge.raw).hexdigest().encode()
+
+
+def test_pairing_partition_is_the_default_partitioner() -> None:
+    # Values of the Java client's murmur2-based DefaultPartitioner for these keys.
+    from aiokafka.partitioner import DefaultPartitioner
+
+    for key in ("req-1", "gpt4-to-llama3-70b-0000042", "é-ü"):
+        expected = DefaultPartitioner()(key.encode(), list(range(12)), list(range(12)))
+        assert pairing_partition(key, 12) == expected
+
+
+class FakeTable:
+    """What TaskState needs of a TaskTable."""
+
+    changelog_topic_name = "app-t-changelog"
+
+    def __init__(self, data: dict[bytes, bytes]) -> None:
+        self.data = data
+
+    def partition_keys(self, partition: int) -> list[bytes]:
+        return [k for k in self.data if k.startswith(f"{partition}|".encode())]
+
+
+def test_task_state_coalesces_changes_and_rebuilds_from_the_table() -> None:
+    table = FakeTable({b"1|a": b"1", b"1|b": b"2", b"2|a": b"9"})
+    state: TaskState[str, int] = TaskState(table, 1, lambda v: str(v).encode(), int)  # type: ignore[arg-type]
+    assert dict(state) == {"a": 1, "b": 2}
+    for i in range(100):
+        state["a"] = i
+    state["c"] = 5
+    del state["b"]
+    state["d"] = 1
+    del state["d"]
+    records = dict(state.changes())
+    assert records == {b"1|a": b"99", b"1|c": b"5", b"1|b": None, b"1|d": None}
+    assert state.changes() == []
+
+
+def test_window_keys_survive_separators_in_names() -> None:
+    from pipeline.windows import WindowKey
+
+    key = WindowKey("exp|with|bars", "seg ment", "candidate", 1_700_000_000_000)
+    assert str_window_key(window_key_str(key)) == key
+
+
+def test_settings_from_env_and_secrets() -> None:
+    env = {
+        "SHADOWLENS_KAFKA_BOOTSTRAP": "127.0.0.1:1234",
+        "SHADOWLENS_DSN": "http://analyst:s3cret@ch.internal:8123",
+        "SHADOWLENS_PAIRS_PARTITIONS": "2",
+        "SHADOWLENS_PROCESSING_GUARANTEE": "EXACTLY_ONCE",
+        "SHADOWLENS_POLICY": "/etc/policy.toml",
+    }
+    s = Settings.from_env(env, app_id="x")
+    assert s.kafka_bootstrap == "127.0.0.1:1234" and s.pairs_partitions == 2
+    assert s.exactly_once and s.app_id == "x" and s.policy == Path("/etc/policy.toml")
+    assert "s3cret" not in repr(s.describe())
+    assert redact_dsn("chdb:///tmp/x") == "chdb:///tmp/x"
+    with pytest.raises(SettingsError):
+        Settings.from_env({"SHADOWLENS_PAIRS_PARTITIONS": "zero"})
+    with pytest.raises(SettingsError):
+        Settings.from_env({"SHADOWLENS_PROCESSING_GUARANTEE": "maybe_once"})
+    with pytest.raises(SettingsError):
+        Settings.from_env({"SHADOWLENS_TOPIC_PAIRS": "shadow.events"})
