@@ -343,3 +343,162 @@ def report(
         markup=False,
         highlight=False,
     )
+
+
+# ---- streaming: `shadowlens worker` and `shadowlens publish` (see docs/streaming.md) ----
+
+
+@app.command()
+def worker(
+    bootstrap: Annotated[
+        str | None,
+        typer.Option(help="Kafka bootstrap servers (env SHADOWLENS_KAFKA_BOOTSTRAP)."),
+    ] = None,
+    app_id: Annotated[
+        str | None,
+        typer.Option(help="Faust app id = consumer group (env SHADOWLENS_APP_ID)."),
+    ] = None,
+    processing_guarantee: Annotated[
+        str | None,
+        typer.Option(help="at_least_once or exactly_once (env SHADOWLENS_PROCESSING_GUARANTEE)."),
+    ] = None,
+    web_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Faust's web views on 127.0.0.1:PORT (default: no web)."),
+    ] = None,
+    dsn: Annotated[
+        str | None,
+        typer.Option(help="ClickHouse DSN (env SHADOWLENS_DSN); chdb://DIR or http(s)://..."),
+    ] = None,
+    policy_path: PolicyOption = None,
+) -> None:
+    """Run the streaming job on Kafka: pair, score, window, judge; ClickHouse + control topic.
+
+    Every other setting comes from SHADOWLENS_* environment variables (streams/config.py).
+    Start more workers with the same app id to split the partitions between them.
+    """
+    from streams.config import Settings, SettingsError
+    from streams.worker import run_worker
+
+    try:
+        settings = Settings.from_env(
+            kafka_bootstrap=bootstrap,
+            app_id=app_id,
+            processing_guarantee=processing_guarantee,
+            web_port=web_port,
+            dsn=dsn,
+            policy=policy_path,
+        )
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    run_worker(settings, _policy(settings.policy))
+
+
+@app.command()
+def publish(
+    bootstrap: Annotated[
+        str | None,
+        typer.Option(help="Kafka bootstrap servers (env SHADOWLENS_KAFKA_BOOTSTRAP)."),
+    ] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="Events topic (env SHADOWLENS_TOPIC_EVENTS).")
+    ] = None,
+    speed: Annotated[
+        float,
+        typer.Option(min=0.0, help="Pace: 1 = real time, 10 = ten times faster, 0 = at once."),
+    ] = 0.0,
+    end_marker: Annotated[
+        bool,
+        typer.Option(
+            help="Finish with an end-of-input marker per partition, so the worker closes "
+            "every request and window. Never on a topic live gateways write to."
+        ),
+    ] = False,
+    misroute_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of events published under a wrong key (re-keyed)."
+        ),
+    ] = 0.0,
+    events: Annotated[
+        Path | None,
+        typer.Option("--events", exists=True, dir_okay=False, help="JSONL file of raw events."),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", exists=True, file_okay=False, help="Full data sets."),
+    ] = None,
+    experiment: str = "gpt4-to-llama3-70b",
+    primary: str = "gpt4_0613",
+    candidate: str = "Meta-Llama-3-70B-Instruct",
+    requests: Annotated[int, typer.Option(min=1, help="Requests to build.")] = 3_000,
+    replica_share: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    seed: int = 0,
+    latency_factor: Annotated[float, typer.Option(min=0.01)] = 1.0,
+    latency_after: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    error_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    error_after: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    error_for: Annotated[float | None, typer.Option(min=0.0)] = None,
+    degrade_share: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    degrade_after: Annotated[float, typer.Option(min=0.0)] = 0.0,
+    drop_candidates: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    duplicates: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    malformed: Annotated[bool, typer.Option(help="Interleave malformed payloads.")] = False,
+) -> None:
+    """Publish replay traffic to Kafka keyed by request_id, as gateways do.
+
+    The traffic and fault flags are those of `shadowlens replay` (see its --help).
+    """
+    import asyncio
+
+    from streams.config import Settings, SettingsError
+    from streams.publish import publish as publish_payloads
+    from streams.replay import TrafficSpec, built_payloads
+    from streams.traffic import Faults, load_jsonl_events
+
+    try:
+        settings = Settings.from_env(kafka_bootstrap=bootstrap, topic_events=topic)
+    except SettingsError as exc:
+        raise _fail(str(exc)) from None
+    if events is not None:
+        payloads = [raw for raw, _ in load_jsonl_events(events)]
+    else:
+        try:
+            faults = Faults(
+                latency_factor=latency_factor,
+                latency_after_ms=int(latency_after * 1000),
+                error_rate=error_rate,
+                error_after_ms=int(error_after * 1000),
+                error_for_ms=None if error_for is None else int(error_for * 1000),
+                degrade_share=degrade_share,
+                degrade_after_ms=int(degrade_after * 1000),
+                drop_share=drop_candidates,
+                duplicate_share=duplicates,
+                malformed=malformed,
+            )
+            spec = TrafficSpec(
+                data_dir, experiment, primary, candidate, requests, replica_share, seed
+            )
+            payloads = [raw for raw, _ in built_payloads(spec, faults)]
+        except (ValueError, KeyError, OSError) as exc:
+            raise _fail(f"cannot build traffic: {exc}") from None
+    try:
+        result = asyncio.run(
+            publish_payloads(
+                payloads,
+                settings.kafka_bootstrap,
+                settings.topic_events,
+                speed=speed,
+                end_marker=end_marker,
+                misroute_share=misroute_share,
+                seed=seed,
+            )
+        )
+    except Exception as exc:  # the client's own message says what went wrong
+        raise _fail(f"publish to {settings.topic_events} failed: {exc!r}") from None
+    console.print(
+        f"published {result.records} events"
+        + (f" and {result.markers} end markers" if result.markers else "")
+        + f" to {settings.topic_events} in {result.seconds:.1f} s",
+        highlight=False,
+    )
