@@ -10,6 +10,7 @@ See docs/streaming.md for the design: tasks, watermarks, commits and exactly-onc
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -24,7 +25,6 @@ from streams.transactions import ShadowApp
 log = logging.getLogger("shadowlens.worker")
 
 STATS_MARK = "shadowlens-stats"
-STATS_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -35,7 +35,8 @@ class Worker:
 
     def stats(self) -> dict[str, object]:
         written = self.judging.writer.written
-        return {**self.pairing.stats(), **self.judging.stats(), "written": written}
+        stats = {**self.pairing.stats(), **self.judging.stats(), "written": written}
+        return {"at": time.time(), **stats}
 
     def log_stats(self) -> None:
         log.info("%s %s", STATS_MARK, orjson.dumps(self.stats()).decode())
@@ -74,5 +75,5 @@ def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
     async def stats() -> None:
         worker.log_stats()
 
-    app.timer(STATS_INTERVAL_S, name="stats")(stats)
+    app.timer(s.stats_interval_s, name="stats")(stats)
     return worker

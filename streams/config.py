@@ -31,6 +31,7 @@ matter in tests. Parsed once, validated, never mutated; `describe()` is what get
 | SHADOWLENS_REBALANCE_TIMEOUT_S | 60 | consumer group rebalance timeout |
 | SHADOWLENS_WEB_PORT | (none) | Faust web on 127.0.0.1:PORT; unset = --without-web |
 | SHADOWLENS_CH_BATCH | 5000 | pairs per ClickHouse insert |
+| SHADOWLENS_STATS_INTERVAL_S | 5 | how often the worker logs its counters |
 | SHADOWLENS_LOG_LEVEL | info | worker log level |
 """
 
@@ -79,6 +80,7 @@ class Settings:
     rebalance_timeout_s: float = 60.0
     web_port: int | None = None
     ch_batch: int = 5000
+    stats_interval_s: float = 5.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -97,7 +99,12 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
         if self.batch_size < 1 or self.ch_batch < 1:
             raise SettingsError(f"{PREFIX}BATCH_SIZE and {PREFIX}CH_BATCH must be >= 1")
-        for name in ("batch_within_s", "sweep_interval_s", "commit_interval_s"):
+        for name in (
+            "batch_within_s",
+            "sweep_interval_s",
+            "commit_interval_s",
+            "stats_interval_s",
+        ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be > 0")
         if self.heartbeat_interval_s >= self.session_timeout_s:

@@ -159,6 +159,7 @@ class PairingStage:
         self.tasks: dict[int, PairingTask] = {}
         self.counts: Counter[str] = Counter()
         self.events_by_partition: Counter[int] = Counter()
+        self.first_event_at: float | None = None
 
     # -- wiring
 
@@ -210,6 +211,8 @@ class PairingStage:
     # -- processing
 
     async def process(self, events: Sequence[Any]) -> None:
+        if self.first_event_at is None:
+            self.first_event_at = time.time()
         by_partition: dict[int, list[Any]] = defaultdict(list)
         for event in events:
             by_partition[event.message.partition].append(event)
@@ -323,6 +326,7 @@ class PairingStage:
     def stats(self) -> dict[str, Any]:
         return {
             "pairing_tasks": sorted(self.tasks),
+            "first_event_at": self.first_event_at,
             "events_by_partition": {str(k): v for k, v in sorted(self.events_by_partition.items())},
             **dict(self.counts),
         }

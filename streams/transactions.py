@@ -14,8 +14,8 @@ Faust commits offsets on a timer while agents keep running. Three things are add
    as in Kafka Streams, so a pair produced to ``shadow.pairs`` partition 0 while processing
    ``shadow.events`` partition 5 commits atomically with partition 5's offsets and its
    changelog records. Records produced by timers with no new input (orphan sweeps,
-   watermarks) are committed too (`commit_dirty`); Faust would leave them in an open
-   transaction that read_committed consumers never see.
+   watermarks) are committed too; Faust would leave them in an open transaction that
+   read_committed consumers never see.
 
 A failed transaction crashes the worker: its in-memory state may be ahead of what was
 committed, and only a restart (recovery from the changelog) makes them agree again.
@@ -24,6 +24,7 @@ committed, and only a restart (recovery from the changelog) makes them agree aga
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -84,31 +85,44 @@ class TaskTransactionManager(TransactionManager):
         else:
             raise RuntimeError(f"record for {topic} produced outside any task")
         self._dirty.add(tid)
+        producer = self.producer
+        txn = producer._transaction_producers.get(tid)  # type: ignore[attr-defined]
+        if txn is not None and not txn._txn_manager.is_in_transaction():
+            async with producer._trn_locks[tid]:  # type: ignore[attr-defined]
+                await txn.begin_transaction()  # ended by a commit that started none
         return await self.producer.send(
             topic, key, value, p, timestamp, headers, transactional_id=tid
         )
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        """Commit every transaction with offsets to commit or records produced since the
+        last commit (Faust only commits those with offsets)."""
         await self.producer.flush()  # changelog records buffered by tables join their txn
-        done = await super().commit(offsets, start_new_transaction=start_new_transaction)
-        self._dirty -= {self.transactional_id(tp) for tp in offsets}
-        return done
-
-    async def commit_dirty(self, start_new_transaction: bool = True) -> None:
-        """Commit the transactions that produced records but consumed nothing new."""
-        if not self._dirty:
-            return
-        await self.producer.flush()
-        producer = self.producer
-        for tid in sorted(self._dirty):
-            txn = producer._transaction_producers.get(tid)  # type: ignore[attr-defined]
-            if txn is None:  # revoked: the next owner's producer fences it
-                continue
-            async with producer._trn_locks[tid]:  # type: ignore[attr-defined]
-                await txn.commit_transaction()
-                if start_new_transaction:
-                    await txn.begin_transaction()
+        by_tid: dict[str, dict[TP, int]] = defaultdict(dict)
+        for tp, offset in offsets.items():
+            by_tid[self.transactional_id(tp)][tp] = offset
+        for tid in sorted(set(by_tid) | self._dirty):
+            await self._commit_one(tid, by_tid.get(tid, {}), start_new_transaction)
         self._dirty.clear()
+        return True
+
+    async def _commit_one(self, tid: str, offsets: dict[TP, int], start_new: bool) -> None:
+        producer = self.producer
+        txn = producer._transaction_producers.get(tid)  # type: ignore[attr-defined]
+        if txn is None:
+            if offsets:
+                raise RuntimeError(f"no transactional producer {tid} to commit {offsets}")
+            return  # revoked since: the next owner's producer fences this transaction
+        async with producer._trn_locks[tid]:  # type: ignore[attr-defined]
+            if not txn._txn_manager.is_in_transaction():
+                if not offsets:
+                    return
+                await txn.begin_transaction()
+            if offsets:
+                await txn.send_offsets_to_transaction(offsets, self.app.conf.id)
+            await txn.commit_transaction()
+            if start_new:
+                await txn.begin_transaction()
 
 
 class ShadowConsumer(faust_aiokafka.Consumer):
@@ -120,9 +134,8 @@ class ShadowConsumer(faust_aiokafka.Consumer):
                 done = await super().force_commit(
                     topics, start_new_transaction=start_new_transaction
                 )
-                if self.in_transaction and topics is None:
-                    tm: TaskTransactionManager = self.transactions  # type: ignore[assignment]
-                    await tm.commit_dirty(start_new_transaction)
+                if self.in_transaction and topics is None:  # records from timers, no input
+                    await self.transactions.commit({}, start_new_transaction)
             except Exception as exc:
                 self.log.exception("commit failed: %r", exc)
                 await app.crash(exc)

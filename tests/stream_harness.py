@@ -1,0 +1,222 @@
+"""Helpers for the streaming tests: topics, worker processes, reading topics back.
+
+Workers run as real `shadowlens worker` processes (one consumer group per test, a unique
+Faust app id so changelog topics never collide). Only processes started here are
+stopped, by their pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.app import STATS_MARK
+from streams.publish import publish
+
+SHADOWLENS = str(Path(sys.executable).with_name("shadowlens"))
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StreamTopics:
+    events: str
+    repartition: str
+    pairs: str
+    deadletter: str
+    control: str
+
+
+def make_topics(topic_factory: Any, events_partitions: int = 4) -> StreamTopics:
+    """Fresh topics for one test (deleted by the factory afterwards)."""
+    big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}  # room for a `too_large` event
+    return StreamTopics(
+        events=topic_factory(events_partitions, prefix="events", configs=big),
+        repartition=topic_factory(events_partitions, prefix="repart"),
+        pairs=topic_factory(1, prefix="pairs"),
+        deadletter=topic_factory(1, prefix="dlq"),
+        control=topic_factory(1, prefix="control"),
+    )
+
+
+def worker_env(
+    bootstrap: str,
+    topics: StreamTopics,
+    dsn: str,
+    *,
+    app_id: str | None = None,
+    guarantee: str = "at_least_once",
+    policy: Path | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWLENS_")}
+    env.update(
+        SHADOWLENS_KAFKA_BOOTSTRAP=bootstrap,
+        SHADOWLENS_APP_ID=app_id or f"sl-test-{uuid.uuid4().hex[:10]}",
+        SHADOWLENS_DSN=dsn,
+        SHADOWLENS_PROCESSING_GUARANTEE=guarantee,
+        SHADOWLENS_TOPIC_EVENTS=topics.events,
+        SHADOWLENS_TOPIC_REPARTITION=topics.repartition,
+        SHADOWLENS_TOPIC_PAIRS=topics.pairs,
+        SHADOWLENS_TOPIC_DEADLETTER=topics.deadletter,
+        SHADOWLENS_TOPIC_CONTROL=topics.control,
+        # short timeouts: a dead member leaves the group in seconds, not a minute
+        SHADOWLENS_SESSION_TIMEOUT_S="6",
+        SHADOWLENS_HEARTBEAT_INTERVAL_S="0.5",
+        SHADOWLENS_REBALANCE_TIMEOUT_S="20",
+        SHADOWLENS_COMMIT_INTERVAL_S="0.5",
+        SHADOWLENS_STATS_INTERVAL_S="0.5",
+        SHADOWLENS_SWEEP_INTERVAL_S="0.5",
+    )
+    if policy is not None:
+        env["SHADOWLENS_POLICY"] = str(policy)
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """One `shadowlens worker` subprocess with its log in a file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()/kill()
+        self.proc = subprocess.Popen(
+            [SHADOWLENS, "worker"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stats(self) -> dict[str, Any]:
+        """The worker's last logged counters (empty before the first report)."""
+        last: dict[str, Any] = {}
+        with open(self.log_path, "rb") as fh:
+            for line in fh:
+                mark = line.find(STATS_MARK.encode())
+                if mark >= 0:
+                    try:
+                        last = orjson.loads(line[mark + len(STATS_MARK) :])
+                    except orjson.JSONDecodeError:
+                        continue  # a line still being written
+        return last
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait: a clean shutdown commits and flushes ClickHouse."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(10)
+            message = f"worker {self.pid} ignored SIGTERM; log {self.log_path}"
+            raise AssertionError(message) from None
+        finally:
+            self._log.close()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no commit, no flush, no goodbye."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def wait_for(
+    check: Callable[[], Any], timeout: float, what: str, workers: Sequence[WorkerProcess] = ()
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        for w in workers:
+            if not w.alive():
+                raise AssertionError(f"worker {w.pid} died while waiting for {what}:\n{w.tail()}")
+        time.sleep(0.25)
+    logs = "\n---\n".join(w.tail() for w in workers)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
+
+
+def publish_payloads(bootstrap: str, topic: str, payloads: Sequence[bytes], **kw: Any) -> None:
+    asyncio.run(publish(payloads, bootstrap, topic, max_request_size=MAX_MESSAGE_BYTES, **kw))
+
+
+async def _drain(bootstrap: str, topic: str, isolation_level: str) -> list[Any]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation_level,
+        max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        records: list[Any] = []
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            batches = await consumer.getmany(*tps, timeout_ms=500)
+            for batch in batches.values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def read_topic(bootstrap: str, topic: str, *, committed: bool = True) -> list[Any]:
+    """Every record of `topic` now (read_committed unless `committed=False`)."""
+    level = "read_committed" if committed else "read_uncommitted"
+    return asyncio.run(_drain(bootstrap, topic, level))
+
+
+def control_messages(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in read_topic(bootstrap, topic)]
+
+
+def final_decision_seen(bootstrap: str, topic: str, decided_at_ms: int) -> bool:
+    """Whether a decision of the last window (end of input) is on the control topic."""
+    return any(
+        m.get("type") == "decision" and m.get("decided_at_ms") == decided_at_ms
+        for m in control_messages(bootstrap, topic)
+    )
+
+
+def bounded_shuffle(items: Sequence[Any], horizon: int, seed: int) -> list[Any]:
+    """Shuffle so that no item moves more than `horizon` places: out of order, but only as
+    far as a real publisher's retries and parallel sends would put it."""
+    import random
+
+    rng = random.Random(seed)
+    keyed = sorted(range(len(items)), key=lambda i: i + rng.uniform(0, horizon))
+    return [items[i] for i in keyed]
