@@ -40,7 +40,7 @@ from streams import control
 from streams.ch_writer import ClickHouseWriter
 from streams.codec import decode_state, encode_state
 from streams.config import Settings
-from streams.task_state import Record, TaskState, changelog, in_task, produce, task_table
+from streams.task_state import Positions, Record, TaskState, changelog, in_task, produce, task_table
 from streams.wire import (
     END_MS,
     PAIRS,
@@ -183,6 +183,7 @@ class JudgingStage:
         self.meta_table = task_table(app, "judging-meta", pairs_partitions)
         self.tasks: dict[int, JudgingTask] = {}
         self.counts: Counter[str] = Counter()
+        self.positions = Positions(self.counts)
         self.signing_key = control.signing_key()
 
     # -- wiring
@@ -235,6 +236,7 @@ class JudgingStage:
 
     async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         mine = {tp.partition for tp in assigned if tp.topic == self.settings.topic_pairs}
+        self.positions.keep(assigned)
         for p in sorted(set(self.tasks) - mine):
             del self.tasks[p]
             for table in (self.windows_table, self.experiments_table, self.meta_table):
@@ -265,6 +267,8 @@ class JudgingStage:
         closed: list[ClosedWindow] = []
         for event in batch:
             msg = event.message
+            if not self.positions.fresh(msg):
+                continue
             kind = record_type(msg.headers)
             if kind == WATERMARK:
                 closed += self._close(task, task.observe(Watermark.decode(msg.value)), scores)

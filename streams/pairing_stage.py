@@ -39,7 +39,7 @@ from pipeline.pairing import Matched, Pairer, Pending
 from schemas.events import DeadLetter, InvalidEvent, decode_event
 from streams.codec import decode_pending, encode_pending
 from streams.config import Settings
-from streams.task_state import Record, TaskState, changelog, in_task, produce, task_table
+from streams.task_state import Positions, Record, TaskState, changelog, in_task, produce, task_table
 from streams.wire import (
     END_MS,
     END_OF_INPUT,
@@ -105,9 +105,11 @@ class PairingTask:
         return END_MS if self.events_done else self.events_wm
 
     def watermark_ms(self) -> int:
-        """The Pairer's watermark held back by the inputs that are behind: a request is not
-        swept while a forwarding task may still send its other half."""
-        return min([self.pairer.watermark_ms, *(self.forward.get(q, 0) for q in self.others)])
+        """The minimum over every events partition's progress: this task's own, and that
+        of each task forwarding to it. A request is not swept while any of them may still
+        send one of its halves (the Pairer's own watermark, the newest completion it
+        has seen from any input, runs ahead of the slowest input)."""
+        return min([self.forward_progress(), *(self.forward.get(q, 0) for q in self.others)])
 
     def inputs_ended(self) -> bool:
         return self.events_done and all(self.forward.get(q) == END_MS for q in self.others)
@@ -160,6 +162,7 @@ class PairingStage:
         self.counts: Counter[str] = Counter()
         self.events_by_partition: Counter[int] = Counter()
         self.first_event_at: float | None = None
+        self.positions = Positions(self.counts, gapless={settings.topic_events})
 
     # -- wiring
 
@@ -197,6 +200,7 @@ class PairingStage:
 
     async def on_assigned(self, sender: Any, assigned: set[TP], **_: Any) -> None:
         mine = {tp.partition for tp in assigned if tp.topic == self.settings.topic_events}
+        self.positions.keep(assigned)
         for p in sorted(set(self.tasks) - mine):
             del self.tasks[p]
             self.pending.forget_partition(p)
@@ -228,6 +232,8 @@ class PairingStage:
         now_ms = int(time.time() * 1000)
         for event in batch:
             msg = event.message
+            if not self.positions.fresh(msg):
+                continue
             self.events_by_partition[task.partition] += 1
             kind = record_type(msg.headers)
             if kind == WATERMARK:  # another task's progress, on the repartition topic

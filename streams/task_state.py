@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from faust.tables.table import Table
 from faust.types import TP
+
+log = logging.getLogger(__name__)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -156,6 +159,37 @@ class TaskState(MutableMapping[K, V], Generic[K, V]):
         self._dirty.clear()
         self._deleted.clear()
         return records
+
+
+class Positions:
+    """The last offset processed per source partition: a record seen again (Faust can
+    redeliver after a seek) is skipped, since the state already holds it; a record that
+    skips offsets on a topic that has no gaps (no transaction markers, no compaction) means
+    the consumer lost records, and is counted and logged as an error."""
+
+    def __init__(self, counts: Any, gapless: set[str] | None = None) -> None:
+        self.counts = counts
+        self.gapless = gapless or set()
+        self._last: dict[tuple[str, int], int] = {}
+
+    def fresh(self, msg: Any) -> bool:
+        key = (msg.topic, msg.partition)
+        last = self._last.get(key)
+        if last is not None and msg.offset <= last:
+            self.counts["redelivered"] += 1
+            return False
+        if last is not None and msg.offset > last + 1 and msg.topic in self.gapless:
+            self.counts["input_gaps"] += msg.offset - last - 1
+            first, last_missing = last + 1, msg.offset - 1
+            log.error("%s/%s: offsets %d..%d never reached the agent", *key, first, last_missing)
+        self._last[key] = msg.offset
+        return True
+
+    def keep(self, assigned: set[TP]) -> None:
+        """Forget partitions no longer assigned: another worker processes them now."""
+        for key in list(self._last):
+            if TP(*key) not in assigned:
+                del self._last[key]
 
 
 Record = tuple[str, bytes | None, bytes | None, int | None, list[tuple[str, bytes]] | None]

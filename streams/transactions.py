@@ -19,6 +19,13 @@ Faust commits offsets on a timer while agents keep running. Three things are add
 
 A failed transaction crashes the worker: its in-memory state may be ahead of what was
 committed, and only a restart (recovery from the changelog) makes them agree again.
+
+4. A Faust race is closed: after table recovery Faust resumes the source partitions and
+   *then* seeks them to their committed offsets. Records fetched in between reach the
+   consumer loop after the seek; it takes their offsets for a gap (as after transaction
+   markers), counts the gap as acknowledged, and commits past records never processed
+   (faust-streaming issues #216 and #596 describe the same family). Here the resume waits
+   until the seek is done.
 """
 
 from __future__ import annotations
@@ -45,6 +52,12 @@ class ShadowApp(faust.App):
         super().__init__(*args, **kwargs)
         self.barrier = asyncio.Lock()
         self.commit_hooks: list[CommitHook] = []
+        self.on_rebalance_complete.connect(self._seek_before_resume)
+
+    async def _seek_before_resume(self, sender: Any = None, **_: Any) -> None:
+        # Sent by Recovery right before it resumes the source partitions and seeks them.
+        consumer: ShadowConsumer = self.consumer  # type: ignore[assignment]
+        consumer.defer_resume = True
 
     async def before_commit(self) -> None:
         for hook in self.commit_hooks:
@@ -126,6 +139,22 @@ class TaskTransactionManager(TransactionManager):
 
 
 class ShadowConsumer(faust_aiokafka.Consumer):
+    defer_resume = False
+    _resume_after_seek: set[TP] | None = None
+
+    def resume_partitions(self, tps: Any) -> None:
+        if self.defer_resume:  # recovery is about to seek these: resume after (point 4)
+            self._resume_after_seek = (self._resume_after_seek or set()) | set(tps)
+            return
+        super().resume_partitions(tps)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        if self.defer_resume:
+            self.defer_resume = False
+            tps, self._resume_after_seek = self._resume_after_seek or set(), None
+            super().resume_partitions(tps)
+
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         app: ShadowApp = self.app  # type: ignore[assignment]
         async with app.barrier:
