@@ -75,5 +75,9 @@ def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
     async def stats() -> None:
         worker.log_stats()
 
+    async def announce() -> None:
+        log.info("shadowlens worker: %s; %s", s.describe(), topology)
+
     app.timer(s.stats_interval_s, name="stats")(stats)
+    app.task(announce)
     return worker

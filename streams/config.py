@@ -25,6 +25,7 @@ matter in tests. Parsed once, validated, never mutated; `describe()` is what get
 | SHADOWLENS_BATCH_SIZE | 1000 | events per agent batch (stream.take) |
 | SHADOWLENS_BATCH_WITHIN_S | 0.2 | longest wait to fill a batch |
 | SHADOWLENS_SWEEP_INTERVAL_S | 1.0 | orphan sweep + watermark publication timer |
+| SHADOWLENS_IDLE_AFTER_S | 60 | a silent events partition follows the others' event time (0: off) |
 | SHADOWLENS_COMMIT_INTERVAL_S | 2.0 | offset commit (and ClickHouse flush) interval |
 | SHADOWLENS_SESSION_TIMEOUT_S | 30 | consumer group session timeout |
 | SHADOWLENS_HEARTBEAT_INTERVAL_S | 3 | consumer group heartbeat |
@@ -32,6 +33,7 @@ matter in tests. Parsed once, validated, never mutated; `describe()` is what get
 | SHADOWLENS_WEB_PORT | (none) | Faust web on 127.0.0.1:PORT; unset = --without-web |
 | SHADOWLENS_CH_BATCH | 5000 | pairs per ClickHouse insert |
 | SHADOWLENS_STATS_INTERVAL_S | 5 | how often the worker logs its counters |
+| SHADOWLENS_REDACT | false | pairs leave the pairing stage with body hashes, not bodies |
 | SHADOWLENS_LOG_LEVEL | info | worker log level |
 """
 
@@ -74,6 +76,7 @@ class Settings:
     batch_size: int = 1000
     batch_within_s: float = 0.2
     sweep_interval_s: float = 1.0
+    idle_after_s: float = 60.0
     commit_interval_s: float = 2.0
     session_timeout_s: float = 30.0
     heartbeat_interval_s: float = 3.0
@@ -81,6 +84,7 @@ class Settings:
     web_port: int | None = None
     ch_batch: int = 5000
     stats_interval_s: float = 5.0
+    redact: bool = False
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -154,6 +158,12 @@ def _parse(name: str, type_name: str, raw: str) -> Any:
         raise SettingsError(f"{var}={raw!r} is not a number") from None
     if type_name.startswith("Path"):
         return Path(raw)
+    if type_name == "bool":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{var}={raw!r} is not a boolean (true/false)")
     if name in ("processing_guarantee", "log_level"):
         return raw.lower()
     return raw

@@ -40,6 +40,7 @@ from streams import control
 from streams.ch_writer import ClickHouseWriter
 from streams.codec import decode_state, encode_state
 from streams.config import Settings
+from streams.redaction import redact_letter
 from streams.task_state import Positions, Record, TaskState, changelog, in_task, produce, task_table
 from streams.wire import (
     END_MS,
@@ -215,6 +216,8 @@ class JudgingStage:
                         letters = [
                             read_dead_letter(e.message.value, e.message.headers) for e in events
                         ]
+                        if s.redact:
+                            letters = [redact_letter(x) for x in letters]
                         self.counts["dead_letters"] += len(letters)
                         self.writer.open()  # co-partitioned with shadow.pairs: same owner
                         self.writer.dead_letters(letters)

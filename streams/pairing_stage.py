@@ -39,6 +39,7 @@ from pipeline.pairing import Matched, Pairer, Pending
 from schemas.events import DeadLetter, InvalidEvent, decode_event
 from streams.codec import decode_pending, encode_pending
 from streams.config import Settings
+from streams.redaction import redact_score
 from streams.task_state import Positions, Record, TaskState, changelog, in_task, produce, task_table
 from streams.wire import (
     END_MS,
@@ -84,6 +85,7 @@ class PairingTask:
         # progress of this task's events partition, which it forwards to the others
         self.events_wm = int(self.meta.get("events_wm", 0))
         self.events_done = bool(self.meta.get("events_done", False))
+        self.input_at = time.monotonic()
         # progress of what each other task forwards here; END_MS once its input ended
         self.forward: dict[int, int] = {int(q): v for q, v in self.meta.get("forward", {}).items()}
         self.ended = bool(self.meta.get("ended", False))
@@ -99,6 +101,19 @@ class PairingTask:
     def saw_event(self, completed_ms: int) -> None:
         self.events_wm = max(self.events_wm, completed_ms - self.lateness_ms)
         self.events_done = False
+        self.input_at = time.monotonic()
+
+    def follow_if_idle(self, idle_after_s: float) -> None:
+        """An events partition that has been silent for `idle_after_s` (wall clock) would
+        hold every other task's watermark back: it follows the most advanced one instead.
+        Event time, not the wall clock, so a replay of old traffic behaves the same."""
+        if not idle_after_s or self.events_done:
+            return
+        if time.monotonic() - self.input_at < idle_after_s:
+            return
+        others = [v for v in self.forward.values() if v != END_MS]
+        if others and max(others) > self.events_wm:
+            self.events_wm = max(others)
 
     def forward_progress(self) -> int:
         """What this task tells the others: no forwarded event completing earlier will come."""
@@ -290,6 +305,8 @@ class PairingStage:
         by_experiment: dict[str, list[PairScore]] = defaultdict(list)
         for score in scores:
             self.counts[f"pairs.{score.outcome}"] += 1
+            if s.redact:  # bodies never leave the pairing stage
+                score = redact_score(score)
             by_experiment[score.experiment].append(score)
         for experiment, group in by_experiment.items():
             key = experiment.encode()
@@ -326,6 +343,7 @@ class PairingStage:
     async def tick(self) -> None:
         """Timer: sweep orphans by the watermark and publish progress, per task."""
         for task in list(self.tasks.values()):
+            task.follow_if_idle(self.settings.idle_after_s)
             with in_task(task.tp):
                 await self._emit(task, [], self._advance(task))
 

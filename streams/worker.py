@@ -9,7 +9,6 @@ restarts), which rebuild the tables from their changelogs.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import faust
 
@@ -17,8 +16,6 @@ from judge.policy import Policy
 from streams.app import build_app
 from streams.config import Settings
 from streams.topics import ensure_topics
-
-log = logging.getLogger("shadowlens.worker")
 
 
 def run_worker(settings: Settings, policy: Policy) -> None:
@@ -34,7 +31,6 @@ def run_worker(settings: Settings, policy: Policy) -> None:
         quiet=True,
         redirect_stdouts=False,
     )
-    log.info("shadowlens worker: %s; topology %s", settings.describe(), topology)
     try:
         runner.execute_from_commandline()
     finally:

@@ -189,3 +189,7 @@ def test_settings_from_env_and_secrets() -> None:
         Settings.from_env({"SHADOWLENS_PROCESSING_GUARANTEE": "maybe_once"})
     with pytest.raises(SettingsError):
         Settings.from_env({"SHADOWLENS_TOPIC_PAIRS": "shadow.events"})
+    assert Settings.from_env({"SHADOWLENS_REDACT": "true"}).redact
+    assert not Settings.from_env({"SHADOWLENS_REDACT": "0"}).redact
+    with pytest.raises(SettingsError):
+        Settings.from_env({"SHADOWLENS_REDACT": "maybe"})

@@ -1,0 +1,276 @@
+"""Streaming throughput on one real Kafka broker: raw consumer vs the worker, 1 vs 2 workers.
+
+    .venv/bin/python bench/stream_throughput.py                  # 20,000 requests = 40,000 events
+    .venv/bin/python bench/stream_throughput.py --requests 5000  # a quicker look
+
+Starts its own Apache Kafka broker (scripts/kafka.sh start, as scripts/test.sh does) and
+always stops it. M paired events are built from the shipped sample (real AlpacaEval outputs
+at Azure trace arrivals, no faults) and produced once, keyed by request_id, to a topic with
+`--partitions` partitions. Then, side by side on that broker and those events:
+
+(a) raw: one aiokafka consumer reads every event from the beginning and decodes it with
+    orjson -- the floor any Kafka consumer in Python pays;
+(b) pipeline: one `shadowlens worker` (non-semantic comparators, at_least_once, chdb);
+(c) the same with two worker processes in one consumer group.
+
+Rates: (a) is M over the time from the first record to the last. For (b) and (c) the
+workers' own counters (logged every 0.25 s, merged across workers) are read: the rate is
+the events paired between 15 % and 90 % of M, in a window that starts only once every
+worker owns partitions and has processed events, so the group's start-up and the second
+worker's join do not count, and that ends before the tail of the last batches. The time
+from the first event to every pair being in ClickHouse (end to end, start-up included) is
+printed too. Last line:
+
+    RESULT ratio_pipeline_vs_raw=<b/a> ratio_two_workers=<c/b>
+
+Machine notes: the broker shares the cores with the workers (2 cores here), and the worker's
+per-event work is dominated by the text comparators (`comparators.pairs.score_pair`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streams.app import STATS_MARK  # noqa: E402
+from streams.publish import publish  # noqa: E402
+from streams.traffic import build_events, load_sample  # noqa: E402
+
+SHADOWLENS = str(Path(sys.executable).with_name("shadowlens"))
+WINDOW = (0.15, 0.90)
+
+
+# --------------------------------------------------------------------------- broker
+
+
+def start_broker() -> tuple[str, str]:
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "kafka.sh"), "start"],
+        check=True,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "KAFKA_OWNER_PID": str(os.getpid())},
+    ).stdout
+    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return values["KAFKA_BOOTSTRAP"], values["KAFKA_DATADIR"]
+
+
+def stop_broker(datadir: str) -> None:
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "kafka.sh"), "stop", datadir],
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+# --------------------------------------------------------------------------- (a) raw
+
+
+async def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
+    """Events/s of a plain aiokafka consumer that orjson-decodes every value."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = 0
+        first: float | None = None
+        while seen < expected:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batches.values():
+                for record in records:
+                    if record.headers:  # end-of-input markers are not events
+                        continue
+                    orjson.loads(record.value)
+                    seen += 1
+            if first is None and seen:
+                first = time.perf_counter()
+        return expected / (time.perf_counter() - (first or time.perf_counter()))
+    finally:
+        await consumer.stop()
+
+
+# --------------------------------------------------------------------------- (b), (c)
+
+
+def stats_lines(path: Path) -> list[dict[str, Any]]:
+    out = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            mark = line.find(STATS_MARK.encode())
+            if mark >= 0:
+                with contextlib.suppress(orjson.JSONDecodeError):  # a line being written
+                    out.append(orjson.loads(line[mark + len(STATS_MARK) :]))
+    return out
+
+
+def run_workers(
+    bootstrap: str, events_topic: str, requests: int, workers: int, workdir: Path
+) -> dict[str, float]:
+    """Run `workers` processes on the pre-produced events; return rates and timings."""
+    run = uuid.uuid4().hex[:8]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWLENS_")}
+    env.update(
+        SHADOWLENS_KAFKA_BOOTSTRAP=bootstrap,
+        SHADOWLENS_APP_ID=f"bench-{run}",
+        SHADOWLENS_DSN=f"chdb://{workdir / run / 'ch'}",
+        SHADOWLENS_TOPIC_EVENTS=events_topic,
+        SHADOWLENS_TOPIC_REPARTITION=f"bench-{run}-repartition",
+        SHADOWLENS_TOPIC_PAIRS=f"bench-{run}-pairs",
+        SHADOWLENS_TOPIC_DEADLETTER=f"bench-{run}-deadletter",
+        SHADOWLENS_TOPIC_CONTROL=f"bench-{run}-control",
+        SHADOWLENS_SESSION_TIMEOUT_S="6",
+        SHADOWLENS_HEARTBEAT_INTERVAL_S="0.5",
+        SHADOWLENS_COMMIT_INTERVAL_S="1",
+        SHADOWLENS_STATS_INTERVAL_S="0.25",
+    )
+    logs = [workdir / f"{run}-worker{i}.log" for i in range(workers)]
+    procs = []
+    for log in logs:
+        with open(log, "wb") as fh:
+            procs.append(
+                subprocess.Popen(
+                    [SHADOWLENS, "worker"],
+                    env=env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            stats = [stats_lines(log) for log in logs]
+            written = max((s[-1].get("written", {}).get("pairs", 0) for s in stats if s), default=0)
+            if written >= requests:
+                break
+            for p, log in zip(procs, logs, strict=True):
+                if p.poll() is not None:
+                    raise RuntimeError(f"worker died; see {log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"timed out; see {logs}")
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return rates(stats, requests)
+
+
+def rates(stats: list[list[dict[str, Any]]], requests: int) -> dict[str, float]:
+    """Steady-state events/s over the window, from the workers' merged counters."""
+    m = 2 * requests
+    # every worker owns partitions and has processed events from here on
+    ready = max(
+        next(s["at"] for s in lines if s.get("pairing_tasks") and s.get("events"))
+        for lines in stats
+    )
+    timeline = sorted(
+        (s["at"], w, s.get("events", 0)) for w, lines in enumerate(stats) for s in lines
+    )
+    latest = [0] * len(stats)
+    merged = []
+    for at, w, n in timeline:
+        latest[w] = n
+        merged.append((at, sum(latest)))
+    start = next((t, n) for t, n in merged if t >= ready and n >= WINDOW[0] * m)
+    end = next((t, n) for t, n in merged if n >= WINDOW[1] * m)
+    first = min(s["first_event_at"] for lines in stats for s in lines if s.get("first_event_at"))
+    judge = next(lines for lines in stats if any(s.get("judging_tasks") for s in lines))
+    done = next(s["at"] for s in judge if s.get("written", {}).get("pairs", 0) >= requests)
+    return {
+        "events_per_s": (end[1] - start[1]) / (end[0] - start[0]),
+        "window_s": end[0] - start[0],
+        "all_in_clickhouse_s": done - first,
+        "events_by_worker": [lines[-1].get("events", 0) for lines in stats],
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=20_000, help="requests (2 events each)")
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args()
+    if args.partitions < 2:
+        parser.error("--partitions must be >= 2 for two workers to share the work")
+
+    sample = load_sample()
+    events = build_events(sample.instructions, sample.arrivals, requests=args.requests)
+    payloads = [e.to_json() for e in events]
+    m = len(payloads)
+    print(f"{m} events ({args.requests} requests), {args.partitions} partitions", flush=True)
+
+    bootstrap, datadir = start_broker()
+    try:
+        topic = f"bench-events-{uuid.uuid4().hex[:8]}"
+        asyncio.run(create_topic(bootstrap, topic, args.partitions))
+        produced = asyncio.run(publish(payloads, bootstrap, topic, end_marker=True))
+        print(f"produced in {produced.seconds:.1f} s", flush=True)
+        raw = asyncio.run(raw_consume(bootstrap, topic, m))
+        print(f"(a) raw aiokafka + orjson:       {raw:10,.0f} events/s", flush=True)
+        with tempfile.TemporaryDirectory(prefix="shadowlens-bench-") as tmp:
+            one = run_workers(bootstrap, topic, args.requests, 1, Path(tmp))
+            print(
+                f"(b) pipeline, 1 worker:          {one['events_per_s']:10,.0f} events/s"
+                f"  (all pairs in ClickHouse after {one['all_in_clickhouse_s']:.1f} s)",
+                flush=True,
+            )
+            two = run_workers(bootstrap, topic, args.requests, 2, Path(tmp))
+            print(
+                f"(c) pipeline, 2 workers:         {two['events_per_s']:10,.0f} events/s"
+                f"  (all pairs in ClickHouse after {two['all_in_clickhouse_s']:.1f} s;"
+                f" events per worker {two['events_by_worker']})",
+                flush=True,
+            )
+    finally:
+        stop_broker(datadir)
+    print(
+        f"RESULT ratio_pipeline_vs_raw={one['events_per_s'] / raw:.3f} "
+        f"ratio_two_workers={two['events_per_s'] / one['events_per_s']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
