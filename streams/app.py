@@ -21,6 +21,7 @@ from streams.judging_stage import JudgingStage
 from streams.pairing_stage import PairingStage
 from streams.topics import Topology
 from streams.transactions import ShadowApp
+from streams.wire import MAX_RECORD_BYTES
 
 log = logging.getLogger("shadowlens.worker")
 
@@ -59,6 +60,8 @@ def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
         topic_replication_factor=s.replication_factor,
         table_standby_replicas=0,
         producer_acks=-1,
+        producer_max_request_size=MAX_RECORD_BYTES,
+        consumer_max_fetch_size=MAX_RECORD_BYTES,
         web_enabled=s.web_port is not None,
         web_port=s.web_port or 6066,
         web_bind="127.0.0.1",

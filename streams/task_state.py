@@ -29,6 +29,8 @@ from typing import Any, Generic, TypeVar
 from faust.tables.table import Table
 from faust.types import TP
 
+from streams.wire import MAX_RECORD_BYTES
+
 log = logging.getLogger(__name__)
 
 K = TypeVar("K")
@@ -85,6 +87,7 @@ def task_table(app: Any, name: str, partitions: int) -> TaskTable:
         value_type=bytes,
         partitions=partitions,
         beacon=app.tables.beacon,
+        extra_topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)},
     )
     return app.tables.add(table)  # type: ignore[no-any-return]
 

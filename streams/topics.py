@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.config import Settings
+from streams.wire import MAX_RECORD_BYTES
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -60,10 +61,11 @@ async def ensure_topics(settings: Settings) -> Topology:
         counts = await _partition_counts(admin, names)
         n = counts.get(s.topic_events, s.events_partitions)
         p = counts.get(s.topic_pairs, s.pairs_partitions)
+        big = {"max.message.bytes": str(MAX_RECORD_BYTES)}
         wanted = {
             s.topic_events: (n, {}),
-            s.topic_repartition: (n, {"retention.ms": str(7 * DAY_MS)}),
-            s.topic_pairs: (p, {"retention.ms": str(7 * DAY_MS)}),
+            s.topic_repartition: (n, {"retention.ms": str(7 * DAY_MS), **big}),
+            s.topic_pairs: (p, {"retention.ms": str(7 * DAY_MS), **big}),
             s.topic_deadletter: (p, {"retention.ms": str(30 * DAY_MS)}),
             s.topic_control: (s.control_partitions, {}),
         }

@@ -32,6 +32,7 @@ WATERMARK = b"watermark"
 END_OF_INPUT = b"end-of-input"
 END_MS = 2**62  # the watermark of a partition whose input has ended
 
+MAX_RECORD_BYTES = 16 * 1024 * 1024  # worker-written topics: a pair of two 1 MiB events fits
 PAIRS_RECORD_BYTES = 256 * 1024  # a pairs record holds scores up to about this size
 DLQ_KEEP_BYTES = 64 * 1024  # a `too_large` event keeps this much of its value in the DLQ
 

@@ -43,8 +43,8 @@ def make_topics(topic_factory: Any, events_partitions: int = 4) -> StreamTopics:
     big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}  # room for a `too_large` event
     return StreamTopics(
         events=topic_factory(events_partitions, prefix="events", configs=big),
-        repartition=topic_factory(events_partitions, prefix="repart"),
-        pairs=topic_factory(1, prefix="pairs"),
+        repartition=topic_factory(events_partitions, prefix="repart", configs=big),
+        pairs=topic_factory(1, prefix="pairs", configs=big),
         deadletter=topic_factory(1, prefix="dlq"),
         control=topic_factory(1, prefix="control"),
     )

@@ -10,6 +10,7 @@ ClickHouse, the dead-letter topic and the control topic.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ import pytest
 
 from judge.policy import load_policy
 from pipeline.windows import window_start
-from schemas.events import Arm
+from schemas.events import Arm, Event
 from streams.store import Store
 from streams.traffic import (
     Faults,
@@ -51,6 +52,16 @@ REGRESSION_AFTER_MS = 900_000
 TOO_LARGE_BYTES = 1_200_000  # over the 1 MiB event limit, under the topic's 4 MiB
 
 
+BIG_REQUEST = "gpt4-to-llama3-70b-0000005"
+
+
+def with_big_output(event: Event) -> Event:
+    """A valid event near the 1 MiB limit: its pair and its pairing state are bigger than
+    Kafka's default 1 MiB record, which the worker's own topics must accept."""
+    text = "long answer " * 60_000 + (event.output.text or "")  # 720 kB: a pair is 1.4 MB
+    return replace(event, output=replace(event.output, text=text))
+
+
 def fast_policy(tmp_path: Path) -> Path:
     """The shipped policy with heartbeats every second, so a short test sees some."""
     from importlib import resources
@@ -76,6 +87,7 @@ def test_worker_pairs_windows_judges_and_dead_letters_20k_events(
         duplicate_share=0.01,
     )
     events = apply_faults(events, faults, sample.instructions)
+    events = [with_big_output(e) if e.request_id == BIG_REQUEST else e for e in events]
     bad = malformed_payloads(7, too_large_bytes=TOO_LARGE_BYTES)
     raw = bounded_shuffle([e.to_json() for e in events], horizon=40, seed=1)
     payloads = interleave(raw, [p for p, _ in bad], seed=7)
@@ -125,6 +137,7 @@ def test_worker_pairs_windows_judges_and_dead_letters_20k_events(
         ).result_rows
     assert len(rows) == len(expected), "one row per request: no pair missing, none twice"
     assert dict(rows) == expected
+    assert expected[BIG_REQUEST] == "paired"
     n_paired = sum(1 for o in expected.values() if o == "paired")
     assert windows == (REQUESTS, n_paired, REQUESTS - n_paired, 0)
 
