@@ -18,6 +18,7 @@ import orjson
 from judge.policy import Policy
 from streams.config import Settings
 from streams.judging_stage import JudgingStage
+from streams.metrics import Metrics
 from streams.pairing_stage import PairingStage
 from streams.topics import Topology
 from streams.transactions import ShadowApp
@@ -33,6 +34,15 @@ class Worker:
     app: ShadowApp
     pairing: PairingStage
     judging: JudgingStage
+    metrics: Metrics | None = None
+
+    def observe_lag(self) -> None:
+        if self.metrics is None:
+            return
+        consumer = self.app.consumer
+        for positions in (self.pairing.positions, self.judging.positions):
+            for (topic, partition), lag in positions.lags(consumer).items():
+                self.metrics.set_consumer_lag(topic, partition, lag)
 
     def stats(self) -> dict[str, object]:
         written = self.judging.writer.written
@@ -70,13 +80,15 @@ def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
     # Tables buffer their changelog records; a batch updates up to `batch_size` keys at once.
     app.producer.buffer.max_messages = 4 * s.batch_size
     pairing = PairingStage(app, s, policy, topology.events_partitions, topology.pairs_partitions)
-    judging = JudgingStage(app, s, policy, topology.pairs_partitions)
+    metrics = Metrics() if s.metrics_port is not None else None
+    judging = JudgingStage(app, s, policy, topology.pairs_partitions, metrics)
     pairing.register()
     judging.register(dead_letters=topology.store_dead_letters)
-    worker = Worker(app, pairing, judging)
+    worker = Worker(app, pairing, judging, metrics)
 
     async def stats() -> None:
         worker.log_stats()
+        worker.observe_lag()
 
     async def announce() -> None:
         log.info("shadowlens worker: %s; %s", s.describe(), topology)

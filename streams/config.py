@@ -31,6 +31,7 @@ matter in tests. Parsed once, validated, never mutated; `describe()` is what get
 | SHADOWLENS_HEARTBEAT_INTERVAL_S | 3 | consumer group heartbeat |
 | SHADOWLENS_REBALANCE_TIMEOUT_S | 60 | consumer group rebalance timeout |
 | SHADOWLENS_WEB_PORT | (none) | Faust web on 127.0.0.1:PORT; unset = --without-web |
+| SHADOWLENS_METRICS_PORT | (none) | Prometheus /metrics on 127.0.0.1:PORT (streams/metrics.py) |
 | SHADOWLENS_CH_BATCH | 5000 | pairs per ClickHouse insert |
 | SHADOWLENS_STATS_INTERVAL_S | 5 | how often the worker logs its counters |
 | SHADOWLENS_REDACT | false | pairs leave the pairing stage with body hashes, not bodies |
@@ -82,6 +83,7 @@ class Settings:
     heartbeat_interval_s: float = 3.0
     rebalance_timeout_s: float = 60.0
     web_port: int | None = None
+    metrics_port: int | None = None
     ch_batch: int = 5000
     stats_interval_s: float = 5.0
     redact: bool = False

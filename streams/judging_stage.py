@@ -33,13 +33,14 @@ from comparators.pairs import PairScore
 from judge.decide import ExperimentState
 from judge.policy import Policy
 from judge.verdicts import Decision
-from pipeline.core import Pipeline
+from pipeline.core import Pipeline, Sink
 from pipeline.windows import ClosedWindow, TumblingWindows, WindowKey, WindowState
 from schemas.events import DeadLetter
 from streams import control
 from streams.ch_writer import ClickHouseWriter
 from streams.codec import decode_state, encode_state
 from streams.config import Settings
+from streams.metrics import Metrics, MetricsSink
 from streams.redaction import redact_letter
 from streams.task_state import Positions, Record, TaskState, changelog, in_task, produce, task_table
 from streams.wire import (
@@ -70,27 +71,29 @@ def str_window_key(text: str) -> WindowKey:
 
 
 class Outputs:
-    """The `pipeline.core.Sink` the judge writes to: ClickHouse, and control messages
-    collected to be produced by the task that made them."""
+    """The `pipeline.core.Sink` the judge writes to: ClickHouse, Prometheus metrics when
+    enabled, and control messages collected to be produced by the task that made them."""
 
-    def __init__(self, writer: ClickHouseWriter) -> None:
-        self.writer = writer
+    def __init__(self, writer: ClickHouseWriter, metrics: Sink | None = None) -> None:
+        self.sinks: list[Sink] = [writer] if metrics is None else [writer, metrics]
         self.decided: list[Decision] = []
-        self.closed = 0
 
     def pairs(self, scores: Sequence[PairScore]) -> None:
-        self.writer.pairs(scores)
+        for sink in self.sinks:
+            sink.pairs(scores)
 
     def windows(self, windows: Sequence[ClosedWindow]) -> None:
-        self.closed += len(windows)
-        self.writer.windows(windows)
+        for sink in self.sinks:
+            sink.windows(windows)
 
     def decisions(self, decisions: Sequence[Decision]) -> None:
-        self.writer.decisions(decisions)
+        for sink in self.sinks:
+            sink.decisions(decisions)
         self.decided.extend(decisions)
 
     def dead_letters(self, letters: Sequence[DeadLetter]) -> None:
-        self.writer.dead_letters(letters)
+        for sink in self.sinks:
+            sink.dead_letters(letters)
 
 
 class JudgingTask:
@@ -171,14 +174,20 @@ class JudgingTask:
 
 class JudgingStage:
     def __init__(
-        self, app: ShadowApp, settings: Settings, policy: Policy, pairs_partitions: int
+        self,
+        app: ShadowApp,
+        settings: Settings,
+        policy: Policy,
+        pairs_partitions: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.policy = policy
         self.partitions = pairs_partitions
+        self.metrics = metrics
         self.writer = ClickHouseWriter(settings.dsn, settings.database, settings.ch_batch)
-        self.outputs = Outputs(self.writer)
+        self.outputs = Outputs(self.writer, MetricsSink(metrics) if metrics else None)
         self.windows_table = task_table(app, "windows", pairs_partitions)
         self.experiments_table = task_table(app, "experiments", pairs_partitions)
         self.meta_table = task_table(app, "judging-meta", pairs_partitions)
@@ -220,7 +229,7 @@ class JudgingStage:
                             letters = [redact_letter(x) for x in letters]
                         self.counts["dead_letters"] += len(letters)
                         self.writer.open()  # co-partitioned with shadow.pairs: same owner
-                        self.writer.dead_letters(letters)
+                        self.outputs.dead_letters(letters)
                         for event in events:
                             await stream.ack(event)
 
@@ -284,7 +293,7 @@ class JudgingStage:
                 scores += batch_scores
             else:
                 self.counts["unknown_records"] += 1
-        self.writer.pairs(scores)
+        self.outputs.pairs(scores)
         await self._send_decisions()
         await produce(self.app, task.changelog())
 
@@ -292,7 +301,7 @@ class JudgingStage:
         self, task: JudgingTask, closed: list[ClosedWindow], scores: list[PairScore]
     ) -> list[ClosedWindow]:
         if closed:
-            self.writer.pairs(scores)  # a window's pairs are queued before its row
+            self.outputs.pairs(scores)  # a window's pairs are queued before its row
             scores.clear()
             task.pipeline._judge(closed)
             self.counts["windows"] += len(closed)
@@ -333,6 +342,9 @@ class JudgingStage:
             with in_task(task.tp):
                 await self._send_control(messages)
             self.counts["heartbeats"] += len(messages)
+            if self.metrics is not None:
+                for experiment, _ in messages:
+                    self.metrics.observe_heartbeat(experiment, now_ms)
 
     async def _send_control(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
         topic, key = self.settings.topic_control, self.signing_key

@@ -188,6 +188,15 @@ class Positions:
         self._last[key] = msg.offset
         return True
 
+    def lags(self, consumer: Any) -> dict[tuple[str, int], int]:
+        """Records behind the broker's high watermark, per partition processed here."""
+        out = {}
+        for (topic, partition), last in self._last.items():
+            high = consumer.highwater(TP(topic, partition))
+            if high is not None:
+                out[(topic, partition)] = max(0, high - last - 1)
+        return out
+
     def keep(self, assigned: set[TP]) -> None:
         """Forget partitions no longer assigned: another worker processes them now."""
         for key in list(self._last):

@@ -24,6 +24,8 @@ def run_worker(settings: Settings, policy: Policy) -> None:
     asyncio.set_event_loop(loop)
     topology = loop.run_until_complete(ensure_topics(settings))
     worker = build_app(settings, policy, topology)
+    if worker.metrics is not None and settings.metrics_port is not None:
+        worker.metrics.start_http_server(settings.metrics_port)  # 127.0.0.1 only
     runner = faust.Worker(
         worker.app,
         loop=loop,

@@ -9,6 +9,8 @@ ClickHouse, the dead-letter topic and the control topic.
 
 from __future__ import annotations
 
+import socket
+import urllib.request
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -62,6 +64,12 @@ def with_big_output(event: Event) -> Event:
     return replace(event, output=replace(event.output, text=text))
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def fast_policy(tmp_path: Path) -> Path:
     """The shipped policy with heartbeats every second, so a short test sees some."""
     from importlib import resources
@@ -108,8 +116,14 @@ def test_worker_pairs_windows_judges_and_dead_letters_20k_events(
         kafka_bootstrap, topics.events, payloads, end_marker=True, misroute_share=0.05, seed=3
     )
     dsn = f"chdb://{tmp_path / 'ch'}"
+    metrics_port = free_port()
     env = worker_env(
-        kafka_bootstrap, topics, dsn, guarantee="exactly_once", policy=fast_policy(tmp_path)
+        kafka_bootstrap,
+        topics,
+        dsn,
+        guarantee="exactly_once",
+        policy=fast_policy(tmp_path),
+        SHADOWLENS_METRICS_PORT=str(metrics_port),
     )
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
@@ -120,11 +134,20 @@ def test_worker_pairs_windows_judges_and_dead_letters_20k_events(
             workers=[worker],
         )
         stats = worker.stats()
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+            metrics = resp.read().decode()
     finally:
         code = worker.stop()
     assert code == 0, worker.tail()
     assert stats["rekeyed"] > 0, "some events were published under a wrong key"
     assert not stats.get("input_gaps"), "the consumer skipped records"
+    for family in (
+        "shadowlens_pairs_total",
+        "shadowlens_dead_letters_total",
+        "shadowlens_heartbeat_age_seconds",
+        "shadowlens_consumer_lag_records",
+    ):
+        assert family in metrics, f"{family} missing from /metrics"
 
     with Store.open(dsn) as store:
         rows = store.query("SELECT request_id, outcome FROM pairs FINAL").result_rows
