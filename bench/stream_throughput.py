@@ -23,8 +23,8 @@ printed too. Last line:
 
     RESULT ratio_pipeline_vs_raw=<b/a> ratio_two_workers=<c/b>
 
-Machine notes: the broker shares the cores with the workers (2 cores here), and the worker's
-per-event work is dominated by the text comparators (`comparators.pairs.score_pair`).
+Before the RESULT line the bench measures how much two CPU-bound processes gain over one on
+this machine right now: the ceiling for ratio_two_workers (the broker shares the cores too).
 """
 
 from __future__ import annotations
@@ -225,6 +225,30 @@ def rates(stats: list[list[dict[str, Any]]], requests: int) -> dict[str, float]:
     }
 
 
+# --------------------------------------------------------------------------- machine
+
+
+def _spin(n: int) -> float:
+    start = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i * i
+    return time.perf_counter() - start
+
+
+def cpu_scaling(n: int = 10_000_000) -> float:
+    """Speed-up of two CPU-bound processes over one, measured now: the most two workers can
+    gain here (shared or throttled cores give ~1, two free cores ~2)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    one = _spin(n)
+    with ProcessPoolExecutor(2) as pool:
+        start = time.perf_counter()
+        list(pool.map(_spin, [n, n]))
+        two = time.perf_counter() - start
+    return 2 * one / two
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -266,6 +290,11 @@ def main() -> None:
             )
     finally:
         stop_broker(datadir)
+    print(
+        f"machine: {os.cpu_count()} cpus, two CPU-bound processes run {cpu_scaling():.2f}x "
+        f"one (load average {os.getloadavg()[0]:.1f})",
+        flush=True,
+    )
     print(
         f"RESULT ratio_pipeline_vs_raw={one['events_per_s'] / raw:.3f} "
         f"ratio_two_workers={two['events_per_s'] / one['events_per_s']:.3f}"
