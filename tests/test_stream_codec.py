@@ -193,3 +193,60 @@ def test_settings_from_env_and_secrets() -> None:
     assert not Settings.from_env({"SHADOWLENS_REDACT": "0"}).redact
     with pytest.raises(SettingsError):
         Settings.from_env({"SHADOWLENS_REDACT": "maybe"})
+
+
+def _pairing_task(partitions: int = 3, partition: int = 0):  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from streams.pairing_stage import PairingTask
+
+    policy = load_policy()
+    stage = SimpleNamespace(
+        settings=Settings(),
+        policy=policy,
+        partitions=partitions,
+        pending=FakeTable({}),
+        meta=FakeTable({}),
+    )
+    return PairingTask(stage, partition)  # type: ignore[arg-type]
+
+
+def test_pairing_watermark_is_the_minimum_over_every_events_partition() -> None:
+    from streams.wire import END_MS
+
+    task = _pairing_task()
+    lateness = load_policy().pairing.lateness_ms
+    task.saw_event(100_000)
+    assert task.watermark_ms() == 0, "the other partitions have not reported yet"
+    task.forward = {1: 50_000, 2: 80_000}
+    assert task.watermark_ms() == 50_000
+    task.forward = {1: 200_000, 2: 300_000}
+    assert task.watermark_ms() == 100_000 - lateness, "now its own partition is the slowest"
+    # a half from far ahead (forwarded by a faster partition) moves the Pairer's own
+    # watermark, never this one: the slow partition may still send older halves
+    sample = load_sample()
+    event = build_events(sample.instructions, sample.arrivals, requests=1)[0]
+    task.pairer.add(event)
+    assert task.pairer.watermark_ms > 10**12
+    assert task.watermark_ms() == 100_000 - lateness
+
+    # end of input: own marker plus every forwarder's end
+    assert not task.inputs_ended()
+    task.events_done = True
+    task.forward = {1: END_MS, 2: 90_000}
+    assert not task.inputs_ended()
+    task.forward[2] = END_MS
+    assert task.inputs_ended() and task.forward_progress() == END_MS
+
+
+def test_a_silent_partition_follows_the_others_event_time() -> None:
+    task = _pairing_task()
+    task.saw_event(10_000)
+    task.forward = {1: 500_000, 2: 400_000}
+    task.follow_if_idle(60.0)
+    assert task.events_wm < 10_000, "not silent long enough"
+    task.input_at -= 61
+    task.follow_if_idle(60.0)
+    assert task.events_wm == 500_000
+    task.follow_if_idle(0)  # 0 disables; nothing changes
+    assert task.events_wm == 500_000
