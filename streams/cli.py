@@ -452,8 +452,10 @@ def publish(
     import asyncio
 
     from streams.config import Settings, SettingsError
+    from streams.publish import Published
     from streams.publish import publish as publish_payloads
     from streams.replay import TrafficSpec, built_payloads
+    from streams.topics import ensure_topics
     from streams.traffic import Faults, load_jsonl_events
 
     try:
@@ -482,18 +484,21 @@ def publish(
             payloads = [raw for raw, _ in built_payloads(spec, faults)]
         except (ValueError, KeyError, OSError) as exc:
             raise _fail(f"cannot build traffic: {exc}") from None
-    try:
-        result = asyncio.run(
-            publish_payloads(
-                payloads,
-                settings.kafka_bootstrap,
-                settings.topic_events,
-                speed=speed,
-                end_marker=end_marker,
-                misroute_share=misroute_share,
-                seed=seed,
-            )
+
+    async def run() -> Published:
+        await ensure_topics(settings)  # the events topic with SHADOWLENS_EVENTS_PARTITIONS
+        return await publish_payloads(
+            payloads,
+            settings.kafka_bootstrap,
+            settings.topic_events,
+            speed=speed,
+            end_marker=end_marker,
+            misroute_share=misroute_share,
+            seed=seed,
         )
+
+    try:
+        result = asyncio.run(run())
     except Exception as exc:  # the client's own message says what went wrong
         raise _fail(f"publish to {settings.topic_events} failed: {exc!r}") from None
     console.print(
@@ -502,3 +507,8 @@ def publish(
         + f" to {settings.topic_events} in {result.seconds:.1f} s",
         highlight=False,
     )
+    if result.too_large:
+        err.print(
+            f"{result.too_large} payload(s) larger than a Kafka request were not published",
+            highlight=False,
+        )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
 
 from streams.wire import end_of_input_record
 
@@ -30,6 +31,7 @@ class Published:
     records: int
     markers: int
     seconds: float
+    too_large: int = 0  # payloads over max_request_size: Kafka cannot carry them
 
 
 def _meta(raw: bytes) -> tuple[str | None, int | None]:
@@ -76,7 +78,7 @@ async def publish(
     await producer.start()
     started = time.monotonic()
     first_ms: int | None = None
-    markers = 0
+    markers = too_large = 0
     try:
         pending = []
         for i, raw in enumerate(payloads):
@@ -89,7 +91,11 @@ async def publish(
             key = rid.encode() if rid is not None else None
             if key is not None and misroute_share and rng.random() < misroute_share:
                 key = f"misrouted-{seed}-{i}".encode()
-            pending.append(await producer.send(topic, raw, key=key))
+            try:
+                pending.append(await producer.send(topic, raw, key=key))
+            except MessageSizeTooLargeError:
+                too_large += 1  # the topic could not hold it either; the rest goes on
+                continue
             if len(pending) >= IN_FLIGHT:
                 await asyncio.gather(*pending)
                 pending.clear()
@@ -104,4 +110,5 @@ async def publish(
             markers = len(marks)
     finally:
         await producer.stop()
-    return Published(len(payloads), markers, time.monotonic() - started)
+    sent = len(payloads) - too_large
+    return Published(sent, markers, time.monotonic() - started, too_large)
