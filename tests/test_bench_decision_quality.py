@@ -1,0 +1,100 @@
+"""bench/decision_quality.py judges exactly as the pipeline does, without its decode path.
+
+The benchmark builds PairScores from precomputed similarities and feeds them to the
+pipeline's windows and judge itself. Here the same run is also replayed the long way, as
+real events through `Pipeline.feed` (decode, pair, score the texts), and both must reach
+the same decisions with the same verdicts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from judge.policy import load_policy
+from pipeline.core import MemorySink, Pipeline
+from schemas.events import Arm, Event, Output, Status, Task
+from streams.traffic import PRIMARY_MODEL, load_sample
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "decision_quality.py"
+
+
+@pytest.fixture(scope="module")
+def dq():
+    spec = importlib.util.spec_from_file_location("decision_quality", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["decision_quality"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def events_of(dq, corpus, run, sample) -> list[Event]:
+    """The run as the events a gateway would publish (models without prices: no cost)."""
+    ins = sample.instructions
+    out: list[Event] = []
+    arms = (
+        (Arm.PRIMARY, run.lat_p, run.fail_p, run.done_p, None),
+        (Arm.CANDIDATE, run.lat_c, run.fail_c, run.done_c, None),
+        (Arm.REPLICA, run.lat_r, run.fail_r, run.done_r, run.replica),
+    )
+    for arm, lat, fail, done, present in arms:
+        for i in range(len(run.start_ms)):
+            if present is not None and not present[i]:
+                continue
+            k = int(run.ins[i])
+            if arm == Arm.PRIMARY:
+                text = ins[k].outputs[PRIMARY_MODEL]
+            elif arm == Arm.CANDIDATE and run.offtopic[i]:
+                text = ins[int(corpus.offtopic_of[k])].outputs[dq.SIBLING]
+            else:
+                text = ins[k].outputs[dq.SIBLING]
+            failed = bool(fail[i])
+            out.append(
+                Event(
+                    request_id=f"r{i}",
+                    experiment=dq.EXPERIMENT,
+                    arm=arm,
+                    segment=corpus.segments[run.segment[i]],
+                    task=Task.GENERATION,
+                    provider="p",
+                    model=f"bench-{arm}",
+                    start_time_ms=int(run.start_ms[i]),
+                    latency_ms=float(lat[i]),
+                    status=Status.ERROR if failed else Status.OK,
+                    end_time_ms=int(done[i]),
+                    output=Output() if failed else Output(text=text),
+                    finish_reason="stop",
+                )
+            )
+    order = {Arm.PRIMARY: 0, Arm.CANDIDATE: 1, Arm.REPLICA: 2}
+    return sorted(out, key=lambda e: (e.completed_ms, e.start_time_ms, e.request_id, order[e.arm]))
+
+
+@pytest.mark.parametrize("key", ["aa", "q25", "err5"])
+def test_the_benchmark_reaches_the_pipelines_decisions(dq, key: str) -> None:
+    sample = load_sample()
+    corpus = dq.build_corpus(sample, "sample")
+    policy = load_policy()
+    cfg = dq.Config(horizon_windows=7)
+    scenario = next(s for s in dq.SCENARIOS if s.key == key)
+    run = dq.draw_run(corpus, scenario, cfg, policy, seed=11)
+    end = run.t0_ms + cfg.horizon_windows * policy.windows.size_ms
+
+    sink = MemorySink()
+    pipe = Pipeline(policy, sink)
+    for e in events_of(dq, corpus, run, sample):
+        pipe.feed(e.to_json())
+    slow = [d for d in sink.made if d.decided_at_ms <= end]
+    fast = [d for d in dq.judge_decisions(run, corpus, policy) if d.decided_at_ms <= end]
+
+    def key_of(d):
+        verdicts = tuple((e.metric, e.segment, e.verdict, e.n) for e in d.evidence)
+        return (d.decided_at_ms, d.action, d.epoch, d.to_percent, verdicts)
+
+    assert len(slow) == cfg.horizon_windows
+    assert [key_of(d) for d in fast] == [key_of(d) for d in slow]
+    assert [d.reason for d in fast] == [d.reason for d in slow]
