@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from judge.evidence_state import SegmentEvidence
 from judge.policy import Policy
-from judge.stats import BoundedMeanCS, mixture_rho, quantile_ratio_ci
+from judge.stats import BoundedMeanCS, mcnemar_sequential, mixture_rho, quantile_ratio_ci
 from judge.verdicts import Evidence, Metric, Verdict
 
 
@@ -26,6 +26,16 @@ class QualityReference:
 
     state: BoundedMeanCS | None
     source: str  # "replica" | "baseline" | "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Alphas:
+    """Error budgets of one metric: `fail` for rollbacks (false rollbacks are costly, so it
+    is tiny), `pass_` for promotion's non-inferiority bounds (a wrong promotion is caught
+    by the next stage's rollback bounds, so it can be larger)."""
+
+    fail: float
+    pass_: float
 
 
 def _nodata(metric: Metric, segment: str, n: int, need: int, critical: bool) -> Evidence:
@@ -58,15 +68,16 @@ def classify_latency(
     ev: SegmentEvidence,
     segment: str,
     policy: Policy,
-    alpha: float,
+    alpha: Alphas,
     overall: SegmentEvidence | None = None,
 ) -> Evidence:
     """p99 ratio above the limit, backed by a significant paired slowdown.
 
     A p99 from a few hundred requests is too noisy to act on alone, and a distribution-free
     bound on it needs >1,000 requests per arm. So a rollback needs both: the stage's p99
-    ratio over the limit, and an always-valid bound showing the per-request log latency
-    ratio is above 0 (the candidate really is slower on the same requests). The sequential
+    ratio over the limit, and an always-valid bound showing the per-request latency ratio
+    is above 1 + half the margin (the candidate really is slower on the same requests, by
+    more than a regression the policy tolerates). The sequential
     order-statistic bound on the p99 ratio alone also suffices once it clears the limit.
     A segment's p99 ratio is shrunk toward the all-segments ratio (`overall`), so a small
     segment's noisy tail does not roll back on its own.
@@ -80,11 +91,13 @@ def classify_latency(
     assert primary is not None and candidate is not None
     prior = p99_ratio(overall, q) if overall is not None else None
     ratio = shrink(candidate / primary, cs.n, prior, policy.judge.shrinkage_pairs)
-    lo, hi = cs.interval(alpha, mixture_rho(policy.judge.optimal_n, alpha))
+    lo, _ = cs.interval(alpha.fail, mixture_rho(policy.judge.optimal_n, alpha.fail))
+    _, hi = cs.interval(alpha.pass_, mixture_rho(policy.judge.optimal_n, alpha.pass_))
     tail = quantile_ratio_ci(
-        agg.primary_latency_ms, agg.candidate_latency_ms, q, alpha, sequential=True
+        agg.primary_latency_ms, agg.candidate_latency_ms, q, alpha.fail, sequential=True
     )
-    fail = (ratio > limit and lo > 0.0) or tail.lo > limit
+    shift = math.log1p(pol.max_relative_increase / 2)
+    fail = (ratio > limit and lo > shift) or tail.lo > limit
     ok = ratio <= limit and hi < math.log(limit)
     verdict = _verdict(fail, ok)
     return Evidence(
@@ -104,18 +117,26 @@ def classify_latency(
     )
 
 
-def classify_errors(ev: SegmentEvidence, segment: str, policy: Policy, alpha: float) -> Evidence:
-    """Candidate error rate above the absolute limit and above the primary's plus margin."""
+def classify_errors(ev: SegmentEvidence, segment: str, policy: Policy, alpha: Alphas) -> Evidence:
+    """Candidate error rate above the absolute limit and above the primary's plus margin.
+
+    A rollback needs both point rates past their limits and a sequential McNemar test
+    (paired: same requests, discordant pairs only) showing the candidate fails more often.
+    Requiring the bounds themselves to clear the limits needs ~30,000 pairs at +3 pp.
+    """
     pol, need, agg = policy.errors, policy.judge.min_pairs, ev.totals
     n = ev.candidate_error.n
     if n < need:
         return _nodata(Metric.ERROR_RATE, segment, n, need, pol.critical)
-    c_lo, c_hi = ev.candidate_error.interval(alpha / 2)
-    d_lo, d_hi = ev.error_increase.interval(alpha / 2)
-    fail = c_lo > pol.max_absolute and d_lo > pol.max_increase
-    ok = c_hi <= pol.max_absolute or d_hi <= pol.max_increase
+    c_lo, c_hi = ev.candidate_error.interval(alpha.pass_ / 2)
+    d_lo, d_hi = ev.error_increase.interval(alpha.pass_ / 2)
     cand, prim = agg.error_rate("candidate") or 0.0, agg.error_rate("primary") or 0.0
     limit = max(pol.max_absolute, prim + pol.max_increase)
+    worse = mcnemar_sequential(
+        agg.only_candidate_failed, agg.only_primary_failed, alternative="greater"
+    )
+    fail = cand > limit and worse.p_value < alpha.fail
+    ok = c_hi <= pol.max_absolute or d_hi <= pol.max_increase
     return Evidence(
         Metric.ERROR_RATE,
         segment,
@@ -125,10 +146,11 @@ def classify_errors(ev: SegmentEvidence, segment: str, policy: Policy, alpha: fl
         threshold=limit,
         n=n,
         critical=pol.critical,
-        bound=c_lo if fail else c_hi,
+        bound=ev.candidate_error.interval(alpha.fail / 2)[0] if fail else c_hi,
         reason=f"candidate error rate {cand:.1%} in [{c_lo:.1%}, {c_hi:.1%}], primary {prim:.1%},"
-        f" increase in [{d_lo:+.1%}, {d_hi:+.1%}] (limits {pol.max_absolute:.0%} and "
-        f"+{pol.max_increase:.0%}; a missing candidate counts as an error)",
+        f" increase in [{d_lo:+.1%}, {d_hi:+.1%}], McNemar p={worse.p_value:.2g} (limits "
+        f"{pol.max_absolute:.0%} and +{pol.max_increase:.0%}; a missing candidate counts as an "
+        "error)",
         example_request_ids=tuple(agg.examples("errors")) if fail else (),
     )
 
@@ -138,9 +160,12 @@ def classify_quality(
     segment: str,
     reference: QualityReference,
     policy: Policy,
-    alpha: float,
+    alpha: Alphas,
 ) -> Evidence:
-    """Agreement with the primary more than the margin below the reference's."""
+    """Agreement with the primary more than the margin below the reference's.
+
+    A rollback needs the mean below the floor and the candidate's upper bound below the
+    reference's lower bound (surely worse than the noise floor, by a point margin)."""
     pol, need = policy.quality, policy.judge.min_pairs
     n = ev.quality.n
     if n < need:
@@ -152,10 +177,11 @@ def classify_quality(
             reason="no reference yet: no replica arm and no baseline",
         )  # fmt: skip
     keep = 1.0 - pol.max_relative_drop
-    c_lo, c_hi = ev.quality.interval(alpha / 2)
-    r_lo, r_hi = reference.state.interval(alpha / 2)
+    _, c_hi = ev.quality.interval(alpha.fail / 2)
+    r_lo, r_hi = reference.state.interval(alpha.fail / 2)
+    c_lo, _ = ev.quality.interval(alpha.pass_)
     ref = reference.state.mean
-    fail = c_hi < r_lo * keep  # below the floor even for the most favourable reference
+    fail = mean < ref * keep and c_hi < r_lo
     ok = c_lo >= ref * keep
     return Evidence(
         Metric.QUALITY,
@@ -173,7 +199,7 @@ def classify_quality(
     )
 
 
-def classify_cost(ev: SegmentEvidence, segment: str, policy: Policy, alpha: float) -> Evidence:
+def classify_cost(ev: SegmentEvidence, segment: str, policy: Policy, alpha: Alphas) -> Evidence:
     """Mean candidate cost per request above the forecast plus margin."""
     pol, need = policy.cost, policy.judge.min_pairs
     cs = ev.candidate_cost
@@ -186,7 +212,8 @@ def classify_cost(ev: SegmentEvidence, segment: str, policy: Policy, alpha: floa
             reason="no cost forecast and no primary cost",
         )  # fmt: skip
     limit = forecast * (1.0 + pol.max_relative_increase)
-    lo, hi = cs.interval(alpha, mixture_rho(policy.judge.optimal_n, alpha))
+    lo, _ = cs.interval(alpha.fail, mixture_rho(policy.judge.optimal_n, alpha.fail))
+    _, hi = cs.interval(alpha.pass_, mixture_rho(policy.judge.optimal_n, alpha.pass_))
     fail, ok = lo > limit, hi <= limit
     return Evidence(
         Metric.COST,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from comparators.aggregate import Aggregate, merged
 from judge.classify import (
+    Alphas,
     QualityReference,
     classify_cost,
     classify_errors,
@@ -52,6 +53,13 @@ def metric_alpha(policy: Policy) -> float:
     j = policy.judge
     stages = len(policy.ramp.stages_percent)
     return j.alpha / (stages * len(ROLLBACK_METRICS) * (1 + j.max_segments))
+
+
+def metric_alphas(policy: Policy) -> Alphas:
+    """Rollback budget as above; promotion's budget split over stages and metrics."""
+    stages = len(policy.ramp.stages_percent)
+    pass_ = policy.judge.pass_alpha / (stages * len(ROLLBACK_METRICS))
+    return Alphas(fail=metric_alpha(policy), pass_=pass_)
 
 
 def _by_segment(windows: Sequence[ClosedWindow], comparison: str) -> dict[str, Aggregate]:
@@ -93,7 +101,7 @@ def _judge_segment(
     policy: Policy,
     overall: SegmentEvidence | None,
 ) -> list[Evidence]:
-    alpha = metric_alpha(policy)
+    alpha = metric_alphas(policy)
     return [
         classify_latency(ev, segment, policy, alpha, overall),
         classify_errors(ev, segment, policy, alpha),

@@ -71,6 +71,7 @@ class RampPolicy:
 class JudgePolicy:
     min_pairs: int = 50  # per metric and segment in a stage; fewer gives a NODATA verdict
     alpha: float = 0.01  # chance of one false rollback over the whole ramp
+    pass_alpha: float = 0.05  # chance a promotion's non-inferiority bounds are wrong, per ramp
     max_segments: int = 8  # segments the error budget is split over (Bonferroni)
     optimal_n: int = 500  # pairs at which the latency/cost bounds are tightest
     shrinkage_pairs: int = 200  # a segment's p99 ratio weighs n / (n + this) vs the global
