@@ -110,7 +110,7 @@ def clickhouse_targets() -> Iterator[tuple[str, dict[str, Any]]]:
 def replayed_store(tmp_path_factory) -> Iterator[tuple[Store, datetime, datetime]]:
     """A store filled by a replay with a latency regression, lost candidates and bad input."""
     root = tmp_path_factory.mktemp("dashboard")
-    faults = Faults(latency_factor=1.5, latency_after_ms=120_000, drop_share=0.05, malformed=True)
+    faults = Faults(latency_factor=1.5, latency_after_ms=60_000, drop_share=0.05, malformed=True)
     with Store.open(f"chdb://{root}/ch") as store:
         store.migrate()
         run_replay(built_payloads(TrafficSpec(requests=600), faults), load_policy(), store,
