@@ -126,18 +126,22 @@ class ClickHouseWriter:
         error, which fails the commit that called this."""
         if self.is_open:
             self._submit(lambda: self._live().flush())
-        while self._pending:
-            fut = self._pending[0]
+        for fut in list(self._pending):  # one thread, FIFO: all of them, in order
             await asyncio.wrap_future(fut)
-            self._pending.popleft()
+        self._prune()
         self._raise_error()
 
     async def throttle(self) -> None:
-        """Wait while too many writes are queued (backpressure on the stage)."""
+        """Wait while too many writes are queued (backpressure on the stage). Runs outside
+        the commit barrier, so it only waits: a future leaves `_pending` once done."""
         while len(self._pending) > MAX_IN_FLIGHT:
             await asyncio.wrap_future(self._pending[0])
-            self._pending.popleft()
+            self._prune()
         self._raise_error()
+
+    def _prune(self) -> None:
+        while self._pending and self._pending[0].done():
+            self._pending.popleft()
 
     def _live(self) -> ClickHouseSink:
         if self._sink is None:
@@ -149,8 +153,7 @@ class ClickHouseWriter:
         fut = self._executor.submit(fn)
         fut.add_done_callback(self._remember_error)
         self._pending.append(fut)
-        while self._pending and self._pending[0].done():
-            self._pending.popleft()
+        self._prune()
 
     def _remember_error(self, fut: concurrent.futures.Future[Any]) -> None:
         exc = fut.exception()

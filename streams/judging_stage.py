@@ -193,7 +193,9 @@ class JudgingStage:
         self.meta_table = task_table(app, "judging-meta", pairs_partitions)
         self.tasks: dict[int, JudgingTask] = {}
         self.counts: Counter[str] = Counter()
-        self.positions = Positions(self.counts)
+        gapless = set() if settings.exactly_once else {settings.topic_pairs}
+        self.positions = Positions(self.counts, gapless=gapless)
+        app.positions.append(self.positions)
         self.signing_key = control.signing_key()
 
     # -- wiring
@@ -204,14 +206,14 @@ class JudgingStage:
 
         async def judging(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-                async with app.barrier:
+                async with app.processing():
                     await self.process(events)
                     for event in events:
                         await stream.ack(event)
                 await self.writer.throttle()
 
         async def heartbeat() -> None:
-            async with app.barrier:
+            async with app.processing():
                 await self.heartbeat()
 
         app.agent(pairs, name="judging")(judging)
@@ -221,9 +223,10 @@ class JudgingStage:
 
             async def store_dead_letters(stream: Any) -> None:
                 async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-                    async with app.barrier:
+                    async with app.processing():
+                        fresh = [e for e in events if self.positions.fresh(e.message)]
                         letters = [
-                            read_dead_letter(e.message.value, e.message.headers) for e in events
+                            read_dead_letter(e.message.value, e.message.headers) for e in fresh
                         ]
                         if s.redact:
                             letters = [redact_letter(x) for x in letters]

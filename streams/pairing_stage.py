@@ -177,7 +177,12 @@ class PairingStage:
         self.counts: Counter[str] = Counter()
         self.events_by_partition: Counter[int] = Counter()
         self.first_event_at: float | None = None
-        self.positions = Positions(self.counts, gapless={settings.topic_events})
+        # Without transactions nothing writes markers into these: an offset gap is a loss.
+        gapless = {settings.topic_events}
+        if not settings.exactly_once:
+            gapless.add(settings.topic_repartition)
+        self.positions = Positions(self.counts, gapless=gapless)
+        app.positions.append(self.positions)
 
     # -- wiring
 
@@ -193,13 +198,13 @@ class PairingStage:
 
         async def pairing(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-                async with app.barrier:
+                async with app.processing():
                     await self.process(events)
                     for event in events:
                         await stream.ack(event)
 
         async def tick() -> None:
-            async with app.barrier:
+            async with app.processing():
                 await self.tick()
 
         app.agent(source, name="pairing")(pairing)

@@ -185,8 +185,14 @@ class Positions:
             self.counts["input_gaps"] += msg.offset - last - 1
             first, last_missing = last + 1, msg.offset - 1
             log.error("%s/%s: offsets %d..%d never reached the agent", *key, first, last_missing)
+        if last is None:
+            log.info("%s/%s: processing from offset %d", *key, msg.offset)
         self._last[key] = msg.offset
         return True
+
+    def next_offsets(self) -> dict[tuple[str, int], int]:
+        """The offset to commit per partition: right after the last record processed."""
+        return {key: last + 1 for key, last in self._last.items()}
 
     def lags(self, consumer: Any) -> dict[tuple[str, int], int]:
         """Records behind the broker's high watermark, per partition processed here."""

@@ -17,10 +17,17 @@ Faust commits offsets on a timer while agents keep running. Three things are add
    watermarks) are committed too; Faust would leave them in an open transaction that
    read_committed consumers never see.
 
-A failed transaction crashes the worker: its in-memory state may be ahead of what was
-committed, and only a restart (recovery from the changelog) makes them agree again.
+A failed batch, timer run or commit stops the worker and nothing is committed after it
+(`ShadowApp.processing`): its in-memory state and positions may be ahead of what was
+produced, and only a restart from the last commit (recovery from the changelogs) makes them
+agree again.
 
-4. A Faust race is closed: after table recovery Faust resumes the source partitions and
+4. Offsets are the agents' own positions: after the last record each agent processed
+   (`task_state.Positions`). Faust derives them from acknowledged offsets and the gaps it
+   saw, and can stay behind for good after transaction markers; a transaction would then
+   commit state changes without the offsets of the records that made them, and a restart
+   would apply those records twice.
+5. A Faust race is closed: after table recovery Faust resumes the source partitions and
    *then* seeks them to their committed offsets. Records fetched in between reach the
    consumer loop after the seek; it takes their offsets for a gap (as after transaction
    markers), counts the gap as acknowledged, and commits past records never processed
@@ -32,7 +39,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import faust
@@ -40,7 +48,7 @@ from faust.transport.consumer import TransactionManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from streams.task_state import current_task
+from streams.task_state import Positions, current_task
 
 CommitHook = Callable[[], Awaitable[None]]
 
@@ -52,7 +60,27 @@ class ShadowApp(faust.App):
         super().__init__(*args, **kwargs)
         self.barrier = asyncio.Lock()
         self.commit_hooks: list[CommitHook] = []
+        self.positions: list[Positions] = []  # every agent's, see ShadowConsumer
+        self.failed: BaseException | None = None
         self.on_rebalance_complete.connect(self._seek_before_resume)
+
+    @asynccontextmanager
+    async def processing(self) -> AsyncIterator[None]:
+        """Hold the barrier for one batch or timer run. If it fails, nothing is committed
+        any more and the worker stops: its positions and state may be ahead of what it
+        produced, and only a restart from the last commit makes them agree again."""
+        error: Exception | None = None
+        async with self.barrier:
+            if self.failed is not None:
+                raise RuntimeError("an earlier batch failed; the worker is stopping")
+            try:
+                yield
+            except Exception as exc:
+                self.failed = error = exc
+        if error is not None:
+            self.log.error("processing failed, stopping before anything else commits: %r", error)
+            await self.crash(error)
+            raise error
 
     async def _seek_before_resume(self, sender: Any = None, **_: Any) -> None:
         # Sent by Recovery right before it resumes the source partitions and seeks them.
@@ -142,21 +170,57 @@ class ShadowConsumer(faust_aiokafka.Consumer):
     defer_resume = False
     _resume_after_seek: set[TP] | None = None
 
+    def _filter_committable_offsets(self, tps: Any) -> dict[TP, int]:
+        """After the last record processed in each partition (point 4 of the module doc)."""
+        app: ShadowApp = self.app  # type: ignore[assignment]
+        processed: dict[tuple[str, int], int] = {}
+        for positions in app.positions:
+            processed.update(positions.next_offsets())
+        offsets: dict[TP, int] = {}
+        for tp in tps:
+            offset = processed.get((tp.topic, tp.partition))
+            if offset is not None and self._should_commit(tp, offset):
+                offsets[tp] = offset
+                self._forget_acks_below(tp, offset)
+        return offsets
+
+    def _forget_acks_below(self, tp: TP, offset: int) -> None:
+        keep = [o for o in self._acked[tp] if o >= offset]
+        self._acked[tp] = keep
+        self._acked_index[tp] = set(keep)
+        gap = self._gap.get(tp)
+        if gap:
+            gap.chop(0, offset)
+
     def resume_partitions(self, tps: Any) -> None:
-        if self.defer_resume:  # recovery is about to seek these: resume after (point 4)
+        if self.defer_resume:  # recovery is about to seek these: resume after (point 5)
             self._resume_after_seek = (self._resume_after_seek or set()) | set(tps)
             return
         super().resume_partitions(tps)
 
     async def perform_seek(self) -> None:
         await super().perform_seek()
-        if self.defer_resume:
+        # aiokafka seeks only the partitions with a committed offset above 0; the others
+        # keep whatever position earlier fetching left them at (seen: the end of the
+        # repartition topic after a kill). Put them at their first record.
+        fresh = {
+            tp
+            for tp in self.assignment()
+            if not self._is_changelog_tp(tp) and not self._committed_offset.get(tp)
+        }
+        if fresh:
+            for tp, offset in (await self.earliest_offsets(*fresh)).items():
+                if offset is not None:
+                    await self.seek(tp, offset)
+        if self.defer_resume:  # point 5
             self.defer_resume = False
             tps, self._resume_after_seek = self._resume_after_seek or set(), None
             super().resume_partitions(tps)
 
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         app: ShadowApp = self.app  # type: ignore[assignment]
+        if app.failed is not None:
+            return False
         async with app.barrier:
             try:
                 await app.before_commit()
@@ -167,6 +231,7 @@ class ShadowConsumer(faust_aiokafka.Consumer):
                     await self.transactions.commit({}, start_new_transaction)
             except Exception as exc:
                 self.log.exception("commit failed: %r", exc)
+                app.failed = exc
                 await app.crash(exc)
                 raise
         return done

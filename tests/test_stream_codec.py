@@ -250,3 +250,18 @@ def test_a_silent_partition_follows_the_others_event_time() -> None:
     assert task.events_wm == 500_000
     task.follow_if_idle(0)  # 0 disables; nothing changes
     assert task.events_wm == 500_000
+
+
+def test_the_app_defers_resuming_partitions_until_recovery_has_seeked() -> None:
+    """Recovery sends on_rebalance_complete right before it resumes and seeks the source
+    partitions; the consumer must hear it (see streams/transactions.py, point 5)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from streams.transactions import ShadowApp
+
+    app = ShadowApp("defer-test", broker="kafka://127.0.0.1:1")
+    consumer = SimpleNamespace(defer_resume=False)
+    app._consumer = consumer  # type: ignore[assignment]
+    asyncio.run(app.on_rebalance_complete.send())
+    assert consumer.defer_resume is True

@@ -39,19 +39,7 @@ pytestmark = pytest.mark.kafka
 REQUESTS = 5_000
 
 
-# Known bug (open, issue 6): with exactly_once, a kill -9 at an unlucky moment can make the
-# restarted worker write some windows a second time (seen once as 6,995 requests in windows
-# for 5,000 pairs; the pairs themselves stay exact). Intermittent: it passed on the next run.
-# Marked rather than removed so the run still reports it (XFAIL / XPASS).
-EXACTLY_ONCE_WINDOWS_BUG = pytest.mark.xfail(
-    strict=False, reason="intermittent double-written windows after kill -9 (exactly_once)"
-)
-
-
-@pytest.mark.parametrize(
-    "guarantee",
-    ["at_least_once", pytest.param("exactly_once", marks=EXACTLY_ONCE_WINDOWS_BUG)],
-)
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(
     guarantee: str, kafka_bootstrap: str, topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
