@@ -88,6 +88,52 @@ def _policy(path: Path | None) -> Policy:
         raise _fail(f"policy {path}: {exc}") from None
 
 
+def _traffic(
+    events: Path | None,
+    data_dir: Path | None,
+    experiment: str,
+    primary: str,
+    candidate: str,
+    requests: int,
+    replica_share: float,
+    seed: int,
+    latency_factor: float,
+    latency_after: float,
+    error_rate: float,
+    error_after: float,
+    error_for: float | None,
+    degrade_share: float,
+    degrade_after: float,
+    drop_candidates: float,
+    duplicates: float,
+    malformed: bool,
+) -> list[tuple[bytes, str]]:
+    """The (payload, source) pairs of `replay` and `publish`: a JSONL file, or built traffic
+    with the faults the flags ask for (seconds on the command line, ms in Faults)."""
+    from streams.replay import TrafficSpec, built_payloads
+    from streams.traffic import Faults, load_jsonl_events
+
+    if events is not None:
+        return list(load_jsonl_events(events))
+    try:
+        faults = Faults(
+            latency_factor=latency_factor,
+            latency_after_ms=int(latency_after * 1000),
+            error_rate=error_rate,
+            error_after_ms=int(error_after * 1000),
+            error_for_ms=None if error_for is None else int(error_for * 1000),
+            degrade_share=degrade_share,
+            degrade_after_ms=int(degrade_after * 1000),
+            drop_share=drop_candidates,
+            duplicate_share=duplicates,
+            malformed=malformed,
+        )
+        spec = TrafficSpec(data_dir, experiment, primary, candidate, requests, replica_share, seed)
+        return built_payloads(spec, faults)
+    except (ValueError, KeyError, OSError) as exc:
+        raise _fail(f"cannot build traffic: {exc}") from None
+
+
 @app.command()
 def replay(
     events: Annotated[
@@ -168,33 +214,16 @@ def replay(
     (candidate) from the shipped AlpacaEval sample at Azure trace arrival times, written to
     the embedded ClickHouse store.
     """
-    from streams.replay import TrafficSpec, built_payloads, run_replay
+    from streams.replay import run_replay
     from streams.summary import print_summary
-    from streams.traffic import Faults, load_jsonl_events, write_jsonl
+    from streams.traffic import write_jsonl
 
     policy = _policy(policy_path)
-    if events is not None:
-        payloads = list(load_jsonl_events(events))
-    else:
-        try:
-            faults = Faults(
-                latency_factor=latency_factor,
-                latency_after_ms=int(latency_after * 1000),
-                error_rate=error_rate,
-                error_after_ms=int(error_after * 1000),
-                error_for_ms=None if error_for is None else int(error_for * 1000),
-                degrade_share=degrade_share,
-                degrade_after_ms=int(degrade_after * 1000),
-                drop_share=drop_candidates,
-                duplicate_share=duplicates,
-                malformed=malformed,
-            )
-            spec = TrafficSpec(
-                data_dir, experiment, primary, candidate, requests, replica_share, seed
-            )
-            payloads = built_payloads(spec, faults)
-        except (ValueError, KeyError, OSError) as exc:
-            raise _fail(f"cannot build traffic: {exc}") from None
+    payloads = _traffic(
+        events, data_dir, experiment, primary, candidate, requests, replica_share, seed,
+        latency_factor, latency_after, error_rate, error_after, error_for, degrade_share,
+        degrade_after, drop_candidates, duplicates, malformed,
+    )  # fmt: skip
     if export is not None:
         write_jsonl(export, (raw for raw, _ in payloads))
     try:
@@ -454,36 +483,18 @@ def publish(
     from streams.config import Settings, SettingsError
     from streams.publish import Published
     from streams.publish import publish as publish_payloads
-    from streams.replay import TrafficSpec, built_payloads
     from streams.topics import ensure_topics
-    from streams.traffic import Faults, load_jsonl_events
 
     try:
         settings = Settings.from_env(kafka_bootstrap=bootstrap, topic_events=topic)
     except SettingsError as exc:
         raise _fail(str(exc)) from None
-    if events is not None:
-        payloads = [raw for raw, _ in load_jsonl_events(events)]
-    else:
-        try:
-            faults = Faults(
-                latency_factor=latency_factor,
-                latency_after_ms=int(latency_after * 1000),
-                error_rate=error_rate,
-                error_after_ms=int(error_after * 1000),
-                error_for_ms=None if error_for is None else int(error_for * 1000),
-                degrade_share=degrade_share,
-                degrade_after_ms=int(degrade_after * 1000),
-                drop_share=drop_candidates,
-                duplicate_share=duplicates,
-                malformed=malformed,
-            )
-            spec = TrafficSpec(
-                data_dir, experiment, primary, candidate, requests, replica_share, seed
-            )
-            payloads = [raw for raw, _ in built_payloads(spec, faults)]
-        except (ValueError, KeyError, OSError) as exc:
-            raise _fail(f"cannot build traffic: {exc}") from None
+    sourced = _traffic(
+        events, data_dir, experiment, primary, candidate, requests, replica_share, seed,
+        latency_factor, latency_after, error_rate, error_after, error_for, degrade_share,
+        degrade_after, drop_candidates, duplicates, malformed,
+    )  # fmt: skip
+    payloads = [raw for raw, _ in sourced]
 
     async def run() -> Published:
         await ensure_topics(settings)  # the events topic with SHADOWLENS_EVENTS_PARTITIONS
