@@ -59,6 +59,7 @@ def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
         s.app_id,
         broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
         store="memory://",
+        datadir=str(s.state_dir / s.app_id),
         autodiscover=False,
         processing_guarantee=s.processing_guarantee,
         consumer_auto_offset_reset="earliest",

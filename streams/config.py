@@ -30,6 +30,7 @@ matter in tests. Parsed once, validated, never mutated; `describe()` is what get
 | SHADOWLENS_SESSION_TIMEOUT_S | 30 | consumer group session timeout |
 | SHADOWLENS_HEARTBEAT_INTERVAL_S | 3 | consumer group heartbeat |
 | SHADOWLENS_REBALANCE_TIMEOUT_S | 60 | consumer group rebalance timeout |
+| SHADOWLENS_STATE_DIR | ./.shadowlens/worker | Faust data dir (a subdirectory per app id) |
 | SHADOWLENS_WEB_PORT | (none) | Faust web on 127.0.0.1:PORT; unset = --without-web |
 | SHADOWLENS_METRICS_PORT | (none) | Prometheus /metrics on 127.0.0.1:PORT (streams/metrics.py) |
 | SHADOWLENS_CH_BATCH | 5000 | pairs per ClickHouse insert |
@@ -82,6 +83,7 @@ class Settings:
     session_timeout_s: float = 30.0
     heartbeat_interval_s: float = 3.0
     rebalance_timeout_s: float = 60.0
+    state_dir: Path = Path(".shadowlens/worker")
     web_port: int | None = None
     metrics_port: int | None = None
     ch_batch: int = 5000

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -78,6 +79,7 @@ def worker_env(
         SHADOWLENS_COMMIT_INTERVAL_S="0.5",
         SHADOWLENS_STATS_INTERVAL_S="0.5",
         SHADOWLENS_SWEEP_INTERVAL_S="0.5",
+        SHADOWLENS_STATE_DIR=str(Path(tempfile.gettempdir()) / "shadowlens-test-state"),
     )
     if policy is not None:
         env["SHADOWLENS_POLICY"] = str(policy)
