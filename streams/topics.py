@@ -8,7 +8,10 @@
 * ``shadow.pairs`` and ``shadow.deadletter``: P partitions (default 1, so one worker
   judges and writes ClickHouse). The dead-letter topic is stored in ClickHouse only when
   it has P partitions too: then Faust gives both to the same worker.
-* ``shadow.control``: read by routers.
+* ``shadow.control``: read by routers; log-compacted, so a router that starts late reads
+  the latest message per experiment (a heartbeat carries the current epoch and percent)
+  instead of the whole history. Compaction waits an hour, so recent decisions stay
+  readable in order; the full history is in ClickHouse (decisions table).
 
 Never change a partition count while workers run: pairing state lives per partition.
 """
@@ -23,6 +26,8 @@ from streams.config import Settings
 from streams.wire import MAX_RECORD_BYTES
 
 DAY_MS = 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
+CONTROL_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": str(HOUR_MS)}
 
 
 class TopologyError(RuntimeError):
@@ -67,7 +72,7 @@ async def ensure_topics(settings: Settings) -> Topology:
             s.topic_repartition: (n, {"retention.ms": str(7 * DAY_MS), **big}),
             s.topic_pairs: (p, {"retention.ms": str(7 * DAY_MS), **big}),
             s.topic_deadletter: (p, {"retention.ms": str(30 * DAY_MS)}),
-            s.topic_control: (s.control_partitions, {}),
+            s.topic_control: (s.control_partitions, CONTROL_TOPIC_CONFIG),
         }
         missing = [
             NewTopic(name, parts, s.replication_factor, topic_configs=configs)
