@@ -148,6 +148,7 @@ def run_workers(
         SHADOWLENS_KAFKA_BOOTSTRAP=bootstrap,
         SHADOWLENS_APP_ID=f"bench-{run}",
         SHADOWLENS_DSN=f"chdb://{workdir / run / 'ch'}",
+        SHADOWLENS_STATE_DIR=str(workdir),
         SHADOWLENS_TOPIC_EVENTS=events_topic,
         SHADOWLENS_TOPIC_REPARTITION=f"bench-{run}-repartition",
         SHADOWLENS_TOPIC_PAIRS=f"bench-{run}-pairs",
@@ -180,7 +181,8 @@ def run_workers(
                 break
             for p, log in zip(procs, logs, strict=True):
                 if p.poll() is not None:
-                    raise RuntimeError(f"worker died; see {log}")
+                    tail = log.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"worker died; the end of its log:\n{tail}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out; see {logs}")
             time.sleep(0.5)
