@@ -32,7 +32,8 @@ matter in tests. Parsed once, validated, never mutated; `describe()` is what get
 | SHADOWLENS_REBALANCE_TIMEOUT_S | 60 | consumer group rebalance timeout |
 | SHADOWLENS_STATE_DIR | ./.shadowlens/worker | Faust data dir (a subdirectory per app id) |
 | SHADOWLENS_WEB_PORT | (none) | Faust web on 127.0.0.1:PORT; unset = --without-web |
-| SHADOWLENS_METRICS_PORT | (none) | Prometheus /metrics on 127.0.0.1:PORT (streams/metrics.py) |
+| SHADOWLENS_METRICS_PORT | (none) | Prometheus /metrics on ADDR:PORT (streams/metrics.py) |
+| SHADOWLENS_METRICS_ADDR | 127.0.0.1 | its bind address (0.0.0.0 in a container network) |
 | SHADOWLENS_CH_BATCH | 5000 | pairs per ClickHouse insert |
 | SHADOWLENS_STATS_INTERVAL_S | 5 | how often the worker logs its counters |
 | SHADOWLENS_REDACT | false | pairs leave the pairing stage with body hashes, not bodies |
@@ -86,6 +87,7 @@ class Settings:
     state_dir: Path = Path(".shadowlens/worker")
     web_port: int | None = None
     metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
     ch_batch: int = 5000
     stats_interval_s: float = 5.0
     redact: bool = False

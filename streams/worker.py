@@ -25,7 +25,7 @@ def run_worker(settings: Settings, policy: Policy) -> None:
     topology = loop.run_until_complete(ensure_topics(settings))
     worker = build_app(settings, policy, topology)
     if worker.metrics is not None and settings.metrics_port is not None:
-        worker.metrics.start_http_server(settings.metrics_port)  # 127.0.0.1 only
+        worker.metrics.start_http_server(settings.metrics_port, settings.metrics_addr)
     runner = faust.Worker(
         worker.app,
         loop=loop,
