@@ -22,6 +22,7 @@ def run_worker(settings: Settings, policy: Policy) -> None:
     """Run until a signal stops the worker (raises SystemExit like every Faust worker)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     topology = loop.run_until_complete(ensure_topics(settings))
     worker = build_app(settings, policy, topology)
     if worker.metrics is not None and settings.metrics_port is not None:
