@@ -31,15 +31,15 @@ import hashlib
 import importlib.util
 import json
 import os
-import re
 import threading
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from comparators.text import normalize as _normalize
 
 __all__ = [
     "EMBEDDING_DIM",
@@ -52,7 +52,6 @@ __all__ = [
     "default_cache_dir",
     "default_onnx_dir",
     "make_encoder",
-    "normalize_text",
     "semantic_similarity",
     "text_key",
 ]
@@ -290,21 +289,13 @@ class OnnxEncoder:
 # cache and similarity
 # --------------------------------------------------------------------------------------------
 
-_WS = re.compile(r"\s+")
+def _cache_form(text: str) -> str:
+    return _normalize(text, fold=False)
 
 
-def normalize_text(text: str) -> str:
-    """Unicode NFC, whitespace runs collapsed to one space, ends stripped.
-
-    These changes do not alter the word pieces MiniLM sees (its tokenizer splits on
-    whitespace and strips accents after NFD), so texts equal after normalisation share one
-    cache entry.
-    """
-    return _WS.sub(" ", unicodedata.normalize("NFC", text)).strip()
-
-
-def text_key(text: str, normalize: Callable[[str], str] = normalize_text) -> bytes:
-    """Content hash of the normalised text: 16-byte blake2b."""
+def text_key(text: str, normalize: Callable[[str], str] = _cache_form) -> bytes:
+    """Content hash of the normalised text (by default ``comparators.text.normalize`` without
+    folding: texts equal under it get the same word pieces): 16-byte blake2b."""
     return hashlib.blake2b(normalize(text).encode("utf-8"), digest_size=16).digest()
 
 
@@ -322,7 +313,7 @@ class CachedEncoder:
         encoder: Encoder,
         max_entries: int = 10_000,
         *,
-        normalize: Callable[[str], str] = normalize_text,
+        normalize: Callable[[str], str] = _cache_form,
     ) -> None:
         if max_entries < 0:
             raise ValueError("max_entries must be >= 0")

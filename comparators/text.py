@@ -13,9 +13,19 @@ from rapidfuzz import fuzz
 _SPACE = re.compile(r"\s+")
 
 
-def normalize(text: str) -> str:
-    """Case-, width- and whitespace-insensitive form, so formatting noise is not divergence."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+def normalize(text: str, *, fold: bool = True) -> str:
+    """Whitespace runs collapsed to one space and ends stripped, so formatting noise is not
+    divergence.
+
+    ``fold=True`` (comparisons: exact match, labels, lexical similarity) also applies NFKC
+    and casefolding. ``fold=False`` (the embedding cache key) only applies NFC: MiniLM's
+    tokenizer splits on whitespace and strips accents after NFD, so texts equal under it get
+    the same word pieces, whereas NFKC and casefolding ("ﬁ" -> "fi", "ß" -> "ss") could
+    change them.
+    """
+    form = "NFKC" if fold else "NFC"
+    text = _SPACE.sub(" ", unicodedata.normalize(form, text)).strip()
+    return text.casefold() if fold else text
 
 
 def lexical_similarity(a: str, b: str) -> float:

@@ -31,10 +31,10 @@ from comparators.semantic import (
     SemanticBackendUnavailable,
     default_onnx_dir,
     make_encoder,
-    normalize_text,
     semantic_similarity,
     text_key,
 )
+from comparators.text import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,8 +94,11 @@ def test_cache_key_uses_normalised_text():
     enc.encode(["Hello   world\n"])
     enc.encode([" Hello world", "Hello\tworld"])
     assert inner.texts_encoded == 1
-    assert normalize_text("  Caf\u0065\u0301 \n\n au\tlait ") == "Caf\u00e9 au lait"
+    assert normalize("  Caf\u0065\u0301 \n\n au\tlait ", fold=False) == "Caf\u00e9 au lait"
     assert text_key("x  y") == text_key("x y") != text_key("x z")
+    # no folding in the key: casefolding or NFKC could change MiniLM's word pieces
+    assert text_key("Stra\u00dfe") != text_key("STRASSE") and text_key("\ufb01") != text_key("fi")
+    assert normalize("Stra\u00dfe") == normalize("STRASSE") and normalize("\ufb01") == "fi"
     assert len(text_key("anything")) == 16
 
 
