@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -62,8 +62,12 @@ async def publish(
     misroute_share: float = 0.0,
     seed: int = 0,
     max_request_size: int = 1_048_576,
+    on_sent: Callable[[int], None] | None = None,
 ) -> Published:
-    """Publish `payloads` in order; returns what was sent and how long it took."""
+    """Publish `payloads` in order; returns what was sent and how long it took.
+
+    `on_sent(n)` is told after each payload how many have been handed to the producer
+    (a progress bar's hook)."""
     if speed < 0:
         raise ValueError(f"speed must be >= 0, got {speed}")
     rng = random.Random(seed)
@@ -95,7 +99,8 @@ async def publish(
                 pending.append(await producer.send(topic, raw, key=key))
             except MessageSizeTooLargeError:
                 too_large += 1  # the topic could not hold it either; the rest goes on
-                continue
+            if on_sent is not None:
+                on_sent(i + 1)
             if len(pending) >= IN_FLIGHT:
                 await asyncio.gather(*pending)
                 pending.clear()
