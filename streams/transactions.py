@@ -8,6 +8,8 @@ Faust commits offsets on a timer while agents keep running. Three things are add
    been produced, and nothing is produced for a record that is not acked yet.
 2. Sinks flush before the offsets go out (`ShadowApp.before_commit`): a ClickHouse insert
    that fails fails the commit, so the records are processed again instead of being lost.
+   A hook that raises `CommitDeferred` (the store is down, its rows are buffered and
+   retried: `streams.ch_writer`) skips this commit: nothing is committed, nothing fails.
 3. ``exactly_once``: Faust picks a record's transaction by the partition it is *sent to*,
    which is only right when every output goes to the partition it came from. Here the
    transaction is the *task's* -- the partition being processed (`streams.task_state`) --
@@ -51,6 +53,11 @@ from faust.types import TP
 from streams.task_state import Positions, current_task
 
 CommitHook = Callable[[], Awaitable[None]]
+
+
+class CommitDeferred(Exception):
+    """Raised by a commit hook: not now (e.g. the sink is down and retrying). The commit
+    is skipped, no offset goes out; a later commit tries again."""
 
 
 class ShadowApp(faust.App):
@@ -229,6 +236,8 @@ class ShadowConsumer(faust_aiokafka.Consumer):
                 )
                 if self.in_transaction and topics is None:  # records from timers, no input
                     await self.transactions.commit({}, start_new_transaction)
+            except CommitDeferred:
+                return False
             except Exception as exc:
                 self.log.exception("commit failed: %r", exc)
                 app.failed = exc
