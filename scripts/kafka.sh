@@ -5,6 +5,8 @@
 #   scripts/kafka.sh start            format a fresh data dir, start the broker, wait until it answers;
 #                                     prints KAFKA_BOOTSTRAP=127.0.0.1:<port> and KAFKA_DATADIR=<dir>
 #   scripts/kafka.sh stop <datadir>   stop the broker started in <datadir> (by its pid file) and remove it
+#   scripts/kafka.sh halt <datadir>   stop that broker but keep its data dir (an outage, for tests)
+#   scripts/kafka.sh resume <datadir> start a halted broker again: same data dir, same ports
 #
 # Machine-readable KEY=VALUE lines go to stdout; progress and errors go to stderr.
 #
@@ -292,6 +294,18 @@ start_watchdog() { # datadir broker-pid owner-pid
     echo $! >"$d/watchdog.pid"
 }
 
+LAUNCHED_PID=""
+launch() { # datadir: run the broker of a formatted data dir in the background
+    local d="$1"
+    java_common "$d"
+    # shellcheck disable=SC2086
+    java "${JAVA_COMMON[@]}" ${KAFKA_JVM_PERF_OPTS:-$DEFAULT_PERF_OPTS} \
+        -Dshadowlens.test.kafka="$d" kafka.Kafka "$d/server.properties" \
+        </dev/null >>"$d/kafka.out" 2>&1 &
+    LAUNCHED_PID=$!
+    echo "$LAUNCHED_PID" >"$d/kafka.pid"
+}
+
 START_DIR=""
 START_PID=""
 start_cleanup() {
@@ -338,13 +352,9 @@ cmd_start() {
             die "kafka-storage format failed"
         fi
 
-        # shellcheck disable=SC2086
-        java "${JAVA_COMMON[@]}" ${KAFKA_JVM_PERF_OPTS:-$DEFAULT_PERF_OPTS} \
-            -Dshadowlens.test.kafka="$d" kafka.Kafka "$d/server.properties" \
-            </dev/null >"$d/kafka.out" 2>&1 &
-        pid=$!
+        launch "$d"
+        pid="$LAUNCHED_PID"
         START_PID="$pid"
-        echo "$pid" >"$d/kafka.pid"
         echo "127.0.0.1:$port" >"$d/bootstrap"
         log "broker pid $pid starting on 127.0.0.1:$port (controller 127.0.0.1:$cport), data dir $d"
 
@@ -384,17 +394,29 @@ cmd_start() {
 
 # ------------------------------------------------------------------------------------------ stop
 
-cmd_stop() {
-    local d="${1:-}"
-    [[ -n "$d" ]] || die "usage: $0 stop <datadir>"
-    if [[ ! -d "$d" ]]; then
-        log "data dir $d is already gone"
-        return 0
-    fi
+broker_dir() { # command datadir: the absolute data dir, checked to be one of ours
+    local cmd="$1" d="${2:-}"
+    [[ -n "$d" ]] || die "usage: $0 $cmd <datadir>"
+    [[ -d "$d" ]] || die "no data dir $d"
     d="$(cd "$d" && pwd)"
     [[ -f "$d/server.properties" || -f "$d/kafka.pid" ]] ||
         die "$d does not look like a shadowlens Kafka data dir; not touching it"
-    local pid wpid
+    echo "$d"
+}
+
+broker_pid() { # datadir: the pid of the broker running on it, or nothing
+    local d="$1" pid
+    [[ -f "$d/kafka.pid" ]] || return 0
+    pid="$(cat "$d/kafka.pid")"
+    # Guard against a recycled pid: the broker's command line names its data dir.
+    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
+        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$d/server.properties"; then
+        echo "$pid"
+    fi
+}
+
+halt_broker() { # datadir
+    local d="$1" pid wpid
     if [[ -f "$d/watchdog.pid" ]]; then
         wpid="$(cat "$d/watchdog.pid")"
         if [[ "$wpid" =~ ^[0-9]+$ ]] &&
@@ -402,19 +424,50 @@ cmd_stop() {
             kill "$wpid" 2>/dev/null || true
         fi
     fi
-    if [[ -f "$d/kafka.pid" ]]; then
-        pid="$(cat "$d/kafka.pid")"
-        if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
-            # Guard against a recycled pid: the broker's command line names its data dir.
-            if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$d/server.properties"; then
-                log "stopping broker pid $pid"
-                kill_pid "$pid" "${KAFKA_STOP_TIMEOUT:-30}"
-            else
-                log "pid $pid is not the broker of $d; not killing it"
-            fi
-        fi
+    pid="$(broker_pid "$d")"
+    if [[ -n "$pid" ]]; then
+        log "stopping broker pid $pid"
+        kill_pid "$pid" "${KAFKA_STOP_TIMEOUT:-30}"
     fi
+}
+
+cmd_stop() {
+    local d
+    if [[ -n "${1:-}" && ! -d "$1" ]]; then
+        log "data dir $1 is already gone"
+        return 0
+    fi
+    d="$(broker_dir stop "${1:-}")"
+    halt_broker "$d"
     rm -rf "$d"
+}
+
+cmd_halt() {
+    local d
+    d="$(broker_dir halt "${1:-}")"
+    halt_broker "$d"
+}
+
+cmd_resume() {
+    local d port pid rc=0
+    d="$(broker_dir resume "${1:-}")"
+    [[ -z "$(broker_pid "$d")" ]] || die "the broker of $d is running"
+    PY="$(pick_python)"
+    port="$(cut -d: -f2 "$d/bootstrap")"
+    launch "$d"
+    pid="$LAUNCHED_PID"
+    log "broker pid $pid resuming on 127.0.0.1:$port, data dir $d"
+    wait_ready "$d" "$port" "$pid" "${KAFKA_START_TIMEOUT:-90}" || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        tail -n 50 "$d/server.log" >&2 2>/dev/null || true
+        kill_pid "$pid" 10
+        die "broker did not come back on 127.0.0.1:$port"
+    fi
+    if [[ -n "${KAFKA_OWNER_PID:-}" ]]; then
+        start_watchdog "$d" "$pid" "$KAFKA_OWNER_PID"
+    fi
+    echo "KAFKA_BOOTSTRAP=127.0.0.1:$port"
+    echo "KAFKA_DATADIR=$d"
 }
 
 case "${1:-}" in
@@ -424,8 +477,16 @@ stop)
     shift
     cmd_stop "$@"
     ;;
+halt)
+    shift
+    cmd_halt "$@"
+    ;;
+resume)
+    shift
+    cmd_resume "$@"
+    ;;
 *)
-    echo "usage: $0 {fetch|start|stop <datadir>}" >&2
+    echo "usage: $0 {fetch|start|stop <datadir>|halt <datadir>|resume <datadir>}" >&2
     exit 2
     ;;
 esac
