@@ -4,6 +4,12 @@ One `Aggregate` summarises the pairs of a window (or a stage, or a segment); agg
 merge, so stage totals are sums of windows and the global view is a sum of segments.
 Latency quantiles come from DDSketch (1 % relative accuracy) so p99 costs O(log range)
 memory, not O(n).
+
+Quality under semantic sampling (`comparators.cascade`): a pair's `weight` is the inverse
+of its chance of being measured, 0 when it was not. `quality` moments are weighted, so the
+window mean is unbiased; `quality_seq` keeps the measured values, unweighted, for the
+judge's sequential bound (a uniform sample: n is what was measured). Every other statistic
+counts each pair once.
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ class Aggregate:
     only_candidate_failed: int = 0
     only_primary_failed: int = 0
     exact_matches: int = 0
+    quality_measured: int = 0  # pairs with a quality, counted once whatever their weight
+    quality_unsampled: int = 0  # pairs whose quality was not measured (semantic budget)
     quality: Moments = field(default_factory=Moments)
     log_latency_ratio: Moments = field(default_factory=Moments)
     primary_cost_usd: Moments = field(default_factory=Moments)
@@ -128,7 +136,10 @@ class Aggregate:
         if score.exact_match:
             self.exact_matches += 1
         quality = score.quality
-        if quality is not None:
+        if score.weight == 0:  # not drawn by the semantic budget: no quality evidence
+            self.quality_unsampled += 1
+        elif quality is not None:
+            self.quality_measured += 1
             self.quality.add(quality, score.weight)
             self.quality_seq.append(quality)
             _keep_top(self.worst_quality, (-quality, score.request_id))
@@ -147,6 +158,8 @@ class Aggregate:
             "only_candidate_failed",
             "only_primary_failed",
             "exact_matches",
+            "quality_measured",
+            "quality_unsampled",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name in ("quality", "log_latency_ratio", "primary_cost_usd", "candidate_cost_usd"):
@@ -173,6 +186,12 @@ class Aggregate:
         total = merged([self])
         total.primary_failed_seq, total.candidate_failed_seq, total.quality_seq = [], [], []
         return total
+
+    @property
+    def quality_sampled_fraction(self) -> float | None:
+        """Share of the pairs with a quality that were measured; 1.0 without sampling."""
+        total = self.quality_measured + self.quality_unsampled
+        return self.quality_measured / total if total else None
 
     def error_rate(self, arm: str) -> float | None:
         """Failure share of an arm, a missing half counting as that arm's failure."""

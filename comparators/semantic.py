@@ -289,6 +289,7 @@ class OnnxEncoder:
 # cache and similarity
 # --------------------------------------------------------------------------------------------
 
+
 def _cache_form(text: str) -> str:
     return _normalize(text, fold=False)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from comparators.aggregate import Aggregate
 from judge.evidence_state import SegmentEvidence
 from judge.policy import Policy
 from judge.stats import BoundedMeanCS, mcnemar_sequential, mixture_rho, quantile_ratio_ci
@@ -165,7 +166,11 @@ def classify_quality(
     """Agreement with the primary more than the margin below the reference's.
 
     A rollback needs the mean below the floor and the candidate's upper bound below the
-    reference's lower bound (surely worse than the noise floor, by a point margin)."""
+    reference's lower bound (surely worse than the noise floor, by a point margin).
+
+    Under the semantic budget the bound reads the measured pairs only, unweighted: they are
+    a uniform sample (`comparators.cascade`), so n is the measured pairs, never the
+    weighted count; the reason says which share was measured."""
     pol, need = policy.quality, policy.judge.min_pairs
     n = ev.quality.n
     if n < need:
@@ -194,9 +199,18 @@ def classify_quality(
         critical=pol.critical,
         bound=c_hi if fail else c_lo,
         reason=f"agreement with primary {mean:.3f} in [{c_lo:.3f}, {c_hi:.3f}] vs "
-        f"{reference.source} {ref:.3f} in [{r_lo:.3f}, {r_hi:.3f}] (floor x{keep:.2f})",
+        f"{reference.source} {ref:.3f} in [{r_lo:.3f}, {r_hi:.3f}] (floor x{keep:.2f})"
+        + _sampled(ev.totals),
         example_request_ids=tuple(ev.totals.examples("quality")) if fail else (),
     )
+
+
+def _sampled(totals: Aggregate) -> str:
+    fraction = totals.quality_sampled_fraction
+    if fraction is None or fraction == 1.0:
+        return ""
+    total = totals.quality_measured + totals.quality_unsampled
+    return f"; measured on a uniform sample of {totals.quality_measured} of {total} pairs"
 
 
 def classify_cost(ev: SegmentEvidence, segment: str, policy: Policy, alpha: Alphas) -> Evidence:

@@ -78,6 +78,21 @@ class JudgePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class SemanticPolicy:
+    """The embedding budget (see `comparators.cascade`): over it, a uniform sample is scored."""
+
+    max_pairs_per_s: float = 50.0  # pairs sent to the model per second of event time; 0: no cap
+    burst_pairs: int = 500  # unused allowance kept for bursts, in pairs
+    min_sample_fraction: float = 0.05  # never sample less: every batch keeps some evidence
+
+    def __post_init__(self) -> None:
+        if self.max_pairs_per_s < 0 or self.burst_pairs < 1:
+            raise PolicyError("semantic.max_pairs_per_s must be >= 0 and burst_pairs >= 1")
+        if not 0 < self.min_sample_fraction <= 1:
+            raise PolicyError("semantic.min_sample_fraction must be in (0, 1]")
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     latency: LatencyPolicy = field(default_factory=LatencyPolicy)
     errors: ErrorPolicy = field(default_factory=ErrorPolicy)
@@ -87,6 +102,7 @@ class Policy:
     pairing: PairingPolicy = field(default_factory=PairingPolicy)
     ramp: RampPolicy = field(default_factory=RampPolicy)
     judge: JudgePolicy = field(default_factory=JudgePolicy)
+    semantic: SemanticPolicy = field(default_factory=SemanticPolicy)
     prices: dict[str, Price] = field(default_factory=dict)
 
 

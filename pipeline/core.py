@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Protocol
 
+from comparators.cascade import tally
 from comparators.pairs import PairScore, score_orphan, score_pair, score_split
 from judge.decide import ExperimentState, decide
 from judge.policy import Policy
@@ -152,6 +153,7 @@ class Pipeline:
         for score in scores:
             self.windows.add(score, self.pairer.watermark_ms)
             self.counts[f"pairs.{score.outcome}"] += 1
+        self.counts.update(tally(scores))
         self.sink.pairs(scores)
 
     def _judge(self, closed: list[ClosedWindow]) -> None:

@@ -1,0 +1,191 @@
+"""The semantic cascade: which pairs the embedding model sees, and how many it may see.
+
+Cheapest first, per pair:
+
+1. Not a text answer from both arms (classification, extraction and embedding tasks, a
+   failed or missing arm): its quality comes from labels, JSON fields or vectors, so the
+   model is never needed (``Route.SKIP``; the pair is left as it is).
+2. The other pairs are *eligible*. Lexical similarity is already on every pair
+   (`comparators.pairs`) and stays the quality when semantic scoring is off, but it cannot
+   settle meaning ("compatible" vs "not compatible"), so it never stands in for the model.
+   A normalised exact match does: similarity 1.0 without the model (``Route.EXACT``).
+3. The remaining eligible pairs go to the model (``Route.EMBED``) within a budget in pairs
+   per second of event time (a token bucket, so a replay is deterministic).
+
+Over budget, a uniform sample is scored. Every eligible pair of the batch is drawn with
+the same probability ``p = allowance / pairs needing the model`` (floored at
+``min_sample_fraction``), before its content is looked at -- exact matches too; the shortcut
+only saves the model call. So:
+
+* a measured pair carries ``weight = 1 / p``; an unmeasured one ``weight = 0`` and no
+  semantic score (``Route.UNSAMPLED``). Weighted window means of quality
+  (`comparators.aggregate`) are unbiased even when the load, and so p, varies with quality;
+* the judge reads the measured values only, unweighted: a uniform subsample of pairs that
+  share a mean has that mean too, so its always-valid bound keeps its guarantee with n =
+  the measured pairs (never inflated by the weights).
+
+The weight only concerns the costly scores: latency, errors and cost ignore it. Pure: the
+encoder and the random generator are passed in; no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from comparators.pairs import PairScore
+from comparators.semantic import Encoder, semantic_similarity
+from schemas.events import Task
+
+if TYPE_CHECKING:  # the policy's [semantic] table; comparators never import judge at run time
+    from judge.policy import SemanticPolicy
+
+NOT_TEXT_TASKS = frozenset({Task.CLASSIFICATION, Task.EMBEDDING, Task.EXTRACTION})
+
+
+class Route(StrEnum):
+    SKIP = "skip"  # not a text pair: untouched
+    EXACT = "exact"  # drawn, normalised exact match: 1.0 without the model
+    EMBED = "embed"  # drawn: the model scores it
+    UNSAMPLED = "unsampled"  # not drawn (over budget): weight 0, no semantic score
+
+
+def eligible(score: PairScore) -> bool:
+    """Both arms answered with text on a task whose quality is a text similarity."""
+    # lexical similarity is set only on pairs where both arms succeeded with text
+    return score.task not in NOT_TEXT_TASKS and score.lexical_similarity is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Token bucket in event time: `allowance` pairs may go to the model now."""
+
+    allowance: float
+    clock_ms: int | None = None
+
+    @classmethod
+    def full(cls, policy: SemanticPolicy) -> Budget:
+        return cls(float(policy.burst_pairs))
+
+    def refill(self, now_ms: int, policy: SemanticPolicy) -> Budget:
+        if self.clock_ms is None:
+            return Budget(self.allowance, now_ms)
+        elapsed_ms = max(0, now_ms - self.clock_ms)
+        allowance = self.allowance + policy.max_pairs_per_s * elapsed_ms / 1000.0
+        return Budget(min(float(policy.burst_pairs), allowance), max(now_ms, self.clock_ms))
+
+
+def sample_fraction(needed: int, allowance: float, policy: SemanticPolicy) -> float:
+    """The share of eligible pairs to score so that the expected model calls fit."""
+    if policy.max_pairs_per_s == 0 or needed <= allowance:
+        return 1.0
+    return max(policy.min_sample_fraction, max(allowance, 0.0) / needed)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One batch's routes; `texts` is what the encoder must score, in route order."""
+
+    scores: tuple[PairScore, ...]
+    routes: tuple[Route, ...]
+    fraction: float
+
+    @property
+    def texts(self) -> list[tuple[str, str]]:
+        return [
+            (s.primary_body, s.candidate_body)
+            for s, r in zip(self.scores, self.routes, strict=True)
+            if r == Route.EMBED
+        ]
+
+
+def plan_batch(
+    scores: Sequence[PairScore],
+    budget: Budget,
+    policy: SemanticPolicy,
+    rng: np.random.Generator,
+) -> tuple[Plan, Budget]:
+    """Route one batch and charge the budget for the pairs sent to the model."""
+    if not scores:
+        return Plan((), (), 1.0), budget
+    budget = budget.refill(max(s.event_time_ms for s in scores), policy)
+    ok = [eligible(s) for s in scores]
+    needed = sum(e and not s.exact_match for e, s in zip(ok, scores, strict=True))
+    p = sample_fraction(needed, budget.allowance, policy)
+    drawn = rng.random(len(scores)) < p if p < 1.0 else np.ones(len(scores), dtype=bool)
+    routes = tuple(
+        Route.SKIP
+        if not e
+        else Route.UNSAMPLED
+        if not d
+        else Route.EXACT
+        if s.exact_match
+        else Route.EMBED
+        for s, e, d in zip(scores, ok, drawn, strict=True)
+    )
+    spent = sum(r == Route.EMBED for r in routes)
+    return Plan(tuple(scores), routes, p), Budget(budget.allowance - spent, budget.clock_ms)
+
+
+def apply_plan(plan: Plan, similarities: Sequence[float]) -> list[PairScore]:
+    """The batch with semantic scores and weights; `similarities` follow `plan.texts`."""
+    sims = iter(similarities)
+    weight = 1.0 / plan.fraction
+    out = []
+    for score, route in zip(plan.scores, plan.routes, strict=True):
+        if route == Route.EMBED:
+            score = replace(score, semantic_similarity=float(next(sims)), weight=weight)
+        elif route == Route.EXACT:
+            score = replace(score, semantic_similarity=1.0, weight=weight)
+        elif route == Route.UNSAMPLED:
+            score = replace(score, semantic_similarity=None, weight=0.0)
+        out.append(score)
+    if next(sims, None) is not None:
+        raise ValueError("more similarities than pairs routed to the model")
+    return out
+
+
+def tally(scores: Sequence[PairScore]) -> Counter[str]:
+    """Semantic counters of scored pairs: measured (by the model or the exact-match
+    shortcut) and unsampled (over budget). Empty when semantic scoring is off."""
+    out: Counter[str] = Counter()
+    for s in scores:
+        if s.semantic_similarity is not None:
+            out["semantic.measured"] += 1
+        elif s.weight == 0:
+            out["semantic.unsampled"] += 1
+    return out
+
+
+def sampled_fraction(counts: Counter[str]) -> float | None:
+    """Share of eligible pairs measured, from `tally` counters; None when none were seen."""
+    measured, unsampled = counts["semantic.measured"], counts["semantic.unsampled"]
+    total = measured + unsampled
+    return measured / total if total else None
+
+
+class SemanticCascade:
+    """The cascade with its budget and random state; callable as `Pipeline`'s enrich hook.
+
+    `plan` and `apply_plan` are split so that a caller on an event loop can run the
+    encoder (the `texts` of the plan) in an executor between them.
+    """
+
+    def __init__(self, encoder: Encoder, policy: SemanticPolicy, seed: int = 0) -> None:
+        self.encoder = encoder
+        self.policy = policy
+        self.budget = Budget.full(policy)
+        self.rng = np.random.default_rng(seed)
+
+    def plan(self, scores: Sequence[PairScore]) -> Plan:
+        plan, self.budget = plan_batch(scores, self.budget, self.policy, self.rng)
+        return plan
+
+    def __call__(self, scores: list[PairScore]) -> list[PairScore]:
+        plan = self.plan(scores)
+        return apply_plan(plan, semantic_similarity(self.encoder, plan.texts).tolist())
