@@ -37,6 +37,7 @@ matter in tests. Parsed once, validated, never mutated; `describe()` is what get
 | SHADOWLENS_CH_BATCH | 5000 | pairs per ClickHouse insert |
 | SHADOWLENS_STATS_INTERVAL_S | 5 | how often the worker logs its counters |
 | SHADOWLENS_REDACT | false | pairs leave the pairing stage with body hashes, not bodies |
+| SHADOWLENS_SEMANTIC | off | semantic similarity of text pairs: off, torch or onnx |
 | SHADOWLENS_LOG_LEVEL | info | worker log level |
 """
 
@@ -91,6 +92,7 @@ class Settings:
     ch_batch: int = 5000
     stats_interval_s: float = 5.0
     redact: bool = False
+    semantic: str = "off"
     log_level: str = "info"
 
     def __post_init__(self) -> None:
