@@ -40,6 +40,7 @@ from schemas.events import DeadLetter, InvalidEvent, decode_event
 from streams.codec import decode_pending, encode_pending
 from streams.config import Settings
 from streams.redaction import redact_score
+from streams.semantic_stage import SemanticStage
 from streams.task_state import Positions, Record, TaskState, changelog, in_task, produce, task_table
 from streams.wire import (
     END_MS,
@@ -175,6 +176,7 @@ class PairingStage:
         self.meta = task_table(app, "pairing-meta", events_partitions)
         self.tasks: dict[int, PairingTask] = {}
         self.counts: Counter[str] = Counter()
+        self.semantic = SemanticStage.build(settings.semantic, policy, self.counts)
         self.events_by_partition: Counter[int] = Counter()
         self.first_event_at: float | None = None
         # Without transactions nothing writes markers into these: an offset gap is a loss.
@@ -307,6 +309,8 @@ class PairingStage:
         """Produce, wait for the broker, then persist the state (see `docs/streaming.md`:
         outputs are durable before the state that says they were made)."""
         s = self.settings
+        if self.semantic is not None:  # before redaction: it reads the bodies
+            scores = await self.semantic.enrich(scores)
         by_experiment: dict[str, list[PairScore]] = defaultdict(list)
         for score in scores:
             self.counts[f"pairs.{score.outcome}"] += 1
