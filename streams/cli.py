@@ -1,29 +1,157 @@
-"""The `shadowlens` command line."""
+"""The `shadowlens` command line.
+
+Exit codes live in streams/exit_codes.py; the config file (``--config``) in
+streams/config_file.py; progress bars in streams/progress.py.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from judge.policy import Policy, PolicyError, load_policy
-from streams.store import DEFAULT_DSN, Store, StoreError
+from streams.config import Settings, SettingsError, redact_dsn
+from streams.config_file import ConfigFile, ConfigFileError, load_config, option_defaults
+from streams.exit_codes import ExitCode, epilog
+from streams.store import DEFAULT_DSN, MigrationError, Store, StoreError
+
+CONFIG_KEY = "shadowlens.config"
+DEBUG_KEY = "shadowlens.debug"
+
+WIDTH = None if Console().is_terminal else 160  # no terminal (CI, pipes): do not wrap at 80
+console = Console(width=WIDTH)
+err = Console(stderr=True, width=WIDTH)
+
+
+def _classify(exc: Exception) -> tuple[ExitCode, str]:
+    """The exit code and the one-line message of an exception no command handled."""
+    from aiokafka.errors import KafkaConnectionError
+    from clickhouse_connect.driver.exceptions import OperationalError
+
+    if isinstance(exc, ConfigFileError | SettingsError | PolicyError):
+        return ExitCode.CONFIG, str(exc)
+    if isinstance(exc, MigrationError):
+        return ExitCode.FAILURE, str(exc)
+    if isinstance(exc, StoreError):
+        return ExitCode.UNAVAILABLE, str(exc)
+    if isinstance(exc, OperationalError):
+        return ExitCode.UNAVAILABLE, f"ClickHouse unreachable: {exc}"
+    if isinstance(exc, KafkaConnectionError):
+        return ExitCode.UNAVAILABLE, f"Kafka unreachable: {exc}"
+    return ExitCode.FAILURE, f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)"
+
+
+def _debug(ctx: typer.Context) -> bool:
+    config: ConfigFile | None = ctx.meta.get(CONFIG_KEY)
+    level = os.environ.get("SHADOWLENS_LOG_LEVEL", "").strip() or (
+        config.worker.get("log_level", "") if config else ""
+    )
+    return bool(ctx.meta.get(DEBUG_KEY)) or str(level).lower() == "debug"
+
+
+class _Cli(TyperGroup):
+    """Turns what a command raised into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except Exception as exc:
+            code, message = _classify(exc)
+            if code == ExitCode.FAILURE and _debug(ctx):
+                raise
+            err.print(f"[red]error:[/] {escape(_scrub(message))}", soft_wrap=True)
+            raise typer.Exit(code) from None
+
+
+_USERINFO = re.compile(r"(://[^\s:/@'\"]*:)[^\s@'\"]+@")
+
+
+def _scrub(message: str) -> str:
+    """Mask the password of any ``scheme://user:password@`` a library put into a message."""
+    return _USERINFO.sub(r"\1***@", message)
+
 
 app = typer.Typer(
+    cls=_Cli,
     help="Shadow and canary analysis for LLM migrations: pair, compare, judge, ramp.",
+    epilog=epilog(),
     no_args_is_help=True,
     add_completion=False,
 )
 db = typer.Typer(help="The ClickHouse store: migrations and queries.", no_args_is_help=True)
 app.add_typer(db, name="db")
 
-WIDTH = None if Console().is_terminal else 160  # no terminal (CI, pipes): do not wrap at 80
-console = Console(width=WIDTH)
-err = Console(stderr=True, width=WIDTH)
 
+@app.callback()
+def main(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an unexpected error.")
+    ] = False,
+) -> None:
+    """Shadow and canary analysis for LLM migrations: pair, compare, judge, ramp."""
+    ctx.meta[DEBUG_KEY] = debug
+
+
+def _command_paths(root: Any) -> list[str]:
+    """Every leaf command as "replay" or "db migrate": the tables a config file may hold."""
+    if not isinstance(root, TyperGroup):
+        return []
+    paths = []
+    for name, cmd in root.commands.items():
+        subs = _command_paths(cmd)
+        paths += [f"{name} {s}" for s in subs] if subs else [name]
+    return paths
+
+
+def _use_config(ctx: typer.Context, _param: typer.CallbackParam, value: Path | None) -> None:
+    """Eager: load the file before the other options, which then default to its values."""
+    if value is None or ctx.resilient_parsing:
+        return
+    config = load_config(value, _command_paths(ctx.find_root().command))
+    ctx.meta[CONFIG_KEY] = config
+    name = " ".join(c.info_name or "" for c in reversed(_lineage(ctx)))
+    ctx.default_map = {**(ctx.default_map or {}), **option_defaults(config, name, ctx)}
+
+
+def _lineage(ctx: typer.Context) -> list[typer.Context]:
+    """The contexts from this command up to (not including) the root."""
+    out = []
+    while ctx.parent is not None:
+        out.append(ctx)
+        ctx = ctx.parent
+    return out
+
+
+def _settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    """Settings from SHADOWLENS_* over the config file's [worker], flags over both."""
+    config: ConfigFile | None = ctx.meta.get(CONFIG_KEY)
+    env = os.environ if config is None else config.settings_env(os.environ)
+    return Settings.from_env(env=env, **overrides)
+
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="SHADOWLENS_CONFIG",
+        dir_okay=False,
+        is_eager=True,
+        expose_value=False,
+        callback=_use_config,
+        help="TOML config file: worker settings and a table per command (docs/cli.md). "
+        "Precedence: flag > env > file > default.",
+    ),
+]
 DsnOption = Annotated[
     str,
     typer.Option(
@@ -42,21 +170,35 @@ PolicyOption = Annotated[
         help="Policy TOML (thresholds, windows, ramp, prices). Default: the built-in policy.",
     ),
 ]
+ProgressOption = Annotated[
+    bool, typer.Option(help="Progress bar on stderr (drawn only when run in a terminal).")
+]
+FailOnRollbackOption = Annotated[
+    bool,
+    typer.Option(
+        help=f"Exit {int(ExitCode.ROLLBACK)} if the judge rolled the migration back (CI gate)."
+    ),
+]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+def _fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
     err.print(f"[red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
-@db.command("migrate")
-def db_migrate(dsn: DsnOption = DEFAULT_DSN) -> None:
-    """Create the database and apply pending DDL migrations (idempotent)."""
+def _open_store(dsn: str) -> Store:
+    """Store.open; a malformed DSN is bad configuration (unreachable stores raise on)."""
     try:
-        with Store.open(dsn) as store:
-            applied = store.migrate()
-    except (StoreError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        return Store.open(dsn)
+    except ValueError as exc:
+        raise _fail(_scrub(str(exc)), ExitCode.CONFIG) from None
+
+
+@db.command("migrate")
+def db_migrate(dsn: DsnOption = DEFAULT_DSN, config: ConfigOption = None) -> None:
+    """Create the database and apply pending DDL migrations (idempotent)."""
+    with _open_store(dsn) as store:
+        applied = store.migrate()
     console.print(f"applied: {', '.join(applied)}" if applied else "up to date")
 
 
@@ -64,17 +206,16 @@ def db_migrate(dsn: DsnOption = DEFAULT_DSN) -> None:
 def db_query(
     sql: Annotated[str, typer.Argument(help="SQL; tables: pairs, windows, decisions, ...")],
     dsn: DsnOption = DEFAULT_DSN,
+    config: ConfigOption = None,
 ) -> None:
     """Run one read-only query against the store and print the rows as a table."""
     from rich.table import Table
 
-    try:
-        with Store.open(dsn) as store:
+    with _open_store(dsn) as store:
+        try:
             result = store.query(sql)
-    except (StoreError, ValueError) as exc:
-        raise _fail(str(exc)) from None
-    except Exception as exc:  # the server's own message is the most useful one
-        raise _fail(f"query failed: {exc}") from None
+        except Exception as exc:  # the server's own message is the most useful one
+            raise _fail(f"query failed: {exc}") from None
     table = Table(*result.column_names)
     for row in result.result_rows:
         table.add_row(*(str(v) for v in row))
@@ -85,7 +226,70 @@ def _policy(path: Path | None) -> Policy:
     try:
         return load_policy(path)
     except (PolicyError, OSError) as exc:
-        raise _fail(f"policy {path}: {exc}") from None
+        raise _fail(f"policy {path}: {exc}", ExitCode.CONFIG) from None
+
+
+# ---- the traffic of `replay` and `publish`: one set of options, one builder ----------------
+
+EventsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--events",
+        exists=True,
+        dir_okay=False,
+        help="JSONL file of raw events (one per line). Default: build traffic.",
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        exists=True,
+        file_okay=False,
+        help="Full data sets (alpaca_eval/, azure_llm_trace/); default: the shipped sample.",
+    ),
+]
+ExperimentOption = Annotated[str, typer.Option(help="Experiment name the built events carry.")]
+PrimaryOption = Annotated[str, typer.Option(help="AlpacaEval model of the primary arm.")]
+CandidateOption = Annotated[str, typer.Option(help="AlpacaEval model of the candidate arm.")]
+RequestsOption = Annotated[int, typer.Option(min=1, help="Requests to build.")]
+ReplicaShareOption = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Share of requests with a replica arm.")
+]
+SeedOption = Annotated[int, typer.Option(help="Seed of every random draw (noise, faults).")]
+LatencyFactorOption = Annotated[
+    float, typer.Option(min=0.01, help="Multiply candidate latency by this ...")
+]
+LatencyAfterOption = Annotated[
+    float, typer.Option(min=0.0, help="... from this many seconds into the replay.")
+]
+ErrorRateOption = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Candidate error share in a burst ...")
+]
+ErrorAfterOption = Annotated[float, typer.Option(min=0.0, help="... starting at s ...")]
+ErrorForOption = Annotated[
+    float | None, typer.Option(min=0.0, help="... lasting s (default: to the end).")
+]
+DegradeShareOption = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Share of candidate outputs given a weaker model's")
+]
+DegradeAfterOption = Annotated[float, typer.Option(min=0.0, help="... from s.")]
+DropCandidatesOption = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Share of candidate events never sent.")
+]
+DuplicatesOption = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="Share of events sent twice.")
+]
+MalformedOption = Annotated[
+    bool, typer.Option(help="Interleave malformed payloads (bad JSON, 10 MB, ...).")
+]
+RebaseTimeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Move built traffic in time: its first request starts at now, now-15m (s, m, h, "
+        "d) or an ISO 8601 time. Default: the trace's own times (November 2023).",
+    ),
+]
 
 
 def _traffic(
@@ -107,14 +311,27 @@ def _traffic(
     drop_candidates: float,
     duplicates: float,
     malformed: bool,
+    rebase_time: str | None,
 ) -> list[tuple[bytes, str]]:
     """The (payload, source) pairs of `replay` and `publish`: a JSONL file, or built traffic
     with the faults the flags ask for (seconds on the command line, ms in Faults)."""
-    from streams.replay import TrafficSpec, built_payloads
-    from streams.traffic import Faults, load_jsonl_events
+    import time
+
+    from streams.replay import TrafficSpec, built_payloads, parse_start_time
+    from streams.traffic import DEFAULT_START_MS, Faults, load_jsonl_events
 
     if events is not None:
+        if rebase_time is not None:
+            raise _fail("--rebase-time moves built traffic; an --events file keeps its times")
         return list(load_jsonl_events(events))
+    try:
+        start_ms = (
+            DEFAULT_START_MS
+            if rebase_time is None
+            else parse_start_time(rebase_time, int(time.time() * 1000))
+        )
+    except ValueError as exc:
+        raise _fail(f"--rebase-time: {exc}") from None
     try:
         faults = Faults(
             latency_factor=latency_factor,
@@ -128,7 +345,9 @@ def _traffic(
             duplicate_share=duplicates,
             malformed=malformed,
         )
-        spec = TrafficSpec(data_dir, experiment, primary, candidate, requests, replica_share, seed)
+        spec = TrafficSpec(
+            data_dir, experiment, primary, candidate, requests, replica_share, seed, start_ms
+        )
         return built_payloads(spec, faults)
     except (ValueError, KeyError, OSError) as exc:
         raise _fail(f"cannot build traffic: {exc}") from None
@@ -136,63 +355,25 @@ def _traffic(
 
 @app.command()
 def replay(
-    events: Annotated[
-        Path | None,
-        typer.Option(
-            "--events",
-            exists=True,
-            dir_okay=False,
-            help="JSONL file of raw events (one per line). Default: build traffic.",
-        ),
-    ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            exists=True,
-            file_okay=False,
-            help="Full data sets (alpaca_eval/, azure_llm_trace/); default: the shipped sample.",
-        ),
-    ] = None,
-    experiment: str = "gpt4-to-llama3-70b",
-    primary: Annotated[str, typer.Option(help="AlpacaEval model of the primary arm.")] = (
-        "gpt4_0613"
-    ),
-    candidate: Annotated[str, typer.Option(help="AlpacaEval model of the candidate arm.")] = (
-        "Meta-Llama-3-70B-Instruct"
-    ),
-    requests: Annotated[int, typer.Option(min=1, help="Requests to build.")] = 3_000,
-    replica_share: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of requests with a replica arm.")
-    ] = 0.0,
-    seed: int = 0,
-    latency_factor: Annotated[
-        float, typer.Option(min=0.01, help="Multiply candidate latency by this ...")
-    ] = 1.0,
-    latency_after: Annotated[
-        float, typer.Option(min=0.0, help="... from this many seconds into the replay.")
-    ] = 0.0,
-    error_rate: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Candidate error share in a burst ...")
-    ] = 0.0,
-    error_after: Annotated[float, typer.Option(min=0.0, help="... starting at s ...")] = 0.0,
-    error_for: Annotated[
-        float | None, typer.Option(min=0.0, help="... lasting s (default: to the end).")
-    ] = None,
-    degrade_share: Annotated[
-        float,
-        typer.Option(min=0.0, max=1.0, help="Share of candidate outputs given a weaker model's"),
-    ] = 0.0,
-    degrade_after: Annotated[float, typer.Option(min=0.0, help="... from s.")] = 0.0,
-    drop_candidates: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of candidate events never sent.")
-    ] = 0.0,
-    duplicates: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of events sent twice.")
-    ] = 0.0,
-    malformed: Annotated[
-        bool, typer.Option(help="Interleave malformed payloads (bad JSON, 10 MB, ...).")
-    ] = False,
+    events: EventsOption = None,
+    data_dir: DataDirOption = None,
+    experiment: ExperimentOption = "gpt4-to-llama3-70b",
+    primary: PrimaryOption = "gpt4_0613",
+    candidate: CandidateOption = "Meta-Llama-3-70B-Instruct",
+    requests: RequestsOption = 3_000,
+    replica_share: ReplicaShareOption = 0.0,
+    seed: SeedOption = 0,
+    latency_factor: LatencyFactorOption = 1.0,
+    latency_after: LatencyAfterOption = 0.0,
+    error_rate: ErrorRateOption = 0.0,
+    error_after: ErrorAfterOption = 0.0,
+    error_for: ErrorForOption = None,
+    degrade_share: DegradeShareOption = 0.0,
+    degrade_after: DegradeAfterOption = 0.0,
+    drop_candidates: DropCandidatesOption = 0.0,
+    duplicates: DuplicatesOption = 0.0,
+    malformed: MalformedOption = False,
+    rebase_time: RebaseTimeOption = None,
     export: Annotated[
         Path | None, typer.Option(help="Also write the payloads to this JSONL file.")
     ] = None,
@@ -204,9 +385,15 @@ def replay(
             help="Store hashes and lengths instead of bodies (pairs and dead letters).",
         ),
     ] = False,
+    semantic: Annotated[
+        str,
+        typer.Option(help="Semantic similarity of text pairs: off, torch or onnx."),
+    ] = "off",
     dsn: DsnOption = DEFAULT_DSN,
     policy_path: PolicyOption = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    progress: ProgressOption = True,
+    fail_on_rollback: FailOnRollbackOption = False,
+    config: ConfigOption = None,
 ) -> None:
     """Replay traffic through the whole job and print per-segment figures and decisions.
 
@@ -214,26 +401,32 @@ def replay(
     (candidate) from the shipped AlpacaEval sample at Azure trace arrival times, written to
     the embedded ClickHouse store.
     """
+    from comparators.semantic import SemanticBackendUnavailable
+    from judge.verdicts import Action
     from streams.replay import run_replay
+    from streams.semantic_stage import make_cascade
     from streams.summary import print_summary
     from streams.traffic import write_jsonl
 
     policy = _policy(policy_path)
+    try:
+        enrich = make_cascade(semantic, policy)
+    except (ValueError, SemanticBackendUnavailable) as exc:
+        raise _fail(str(exc)) from None
     payloads = _traffic(
         events, data_dir, experiment, primary, candidate, requests, replica_share, seed,
         latency_factor, latency_after, error_rate, error_after, error_for, degrade_share,
-        degrade_after, drop_candidates, duplicates, malformed,
+        degrade_after, drop_candidates, duplicates, malformed, rebase_time,
     )  # fmt: skip
     if export is not None:
         write_jsonl(export, (raw for raw, _ in payloads))
-    try:
-        ch = Store.open(dsn) if store else None
-    except (StoreError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+    ch = _open_store(dsn) if store else None
     try:
         if ch is not None:
             ch.migrate()
-        result = run_replay(payloads, policy, ch, show_progress=progress, redact=redact)
+        result = run_replay(
+            payloads, policy, ch, show_progress=progress, redact=redact, enrich=enrich
+        )
     finally:
         if ch is not None:
             ch.close()
@@ -245,11 +438,16 @@ def replay(
             console.print(
                 f"  {letter.source}: {letter.reason}: {letter.detail[:120]}", markup=False
             )
-    where = f" -> {dsn}: " + ", ".join(f"{k}={v}" for k, v in result.written.items())
+    where = f" -> {redact_dsn(dsn)}: " + ", ".join(f"{k}={v}" for k, v in result.written.items())
     console.print(
         f"{len(payloads)} events in {result.seconds:.1f} s" + (where if store else ""),
         highlight=False,
     )
+    rollbacks = [d for d in result.memory.made if d.action == Action.ROLLBACK]
+    if fail_on_rollback and rollbacks:
+        first = rollbacks[0].reason.splitlines()[0]
+        raise _fail(f"the judge rolled back {len(rollbacks)} time(s), first: {first}",
+                    ExitCode.ROLLBACK)  # fmt: skip
 
 
 def _duration(ms: float) -> str:
@@ -278,6 +476,7 @@ def plan(
         float | None, typer.Option(min=1e-6, help="CV of per-request cost; omit to skip cost.")
     ] = None,
     policy_path: PolicyOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """How long each ramp stage must hold for the judge's bounds to reach the policy margins."""
     from rich.table import Table
@@ -349,13 +548,33 @@ def report(
     ] = 0.0,
     dsn: DsnOption = DEFAULT_DSN,
     policy_path: PolicyOption = None,
+    fail_on_rollback: Annotated[
+        bool,
+        typer.Option(
+            help=f"Exit {int(ExitCode.ROLLBACK)} if the verdict is NO-GO (the last decision "
+            "rolled back or failed a check)."
+        ),
+    ] = False,
+    require_go: Annotated[
+        bool,
+        typer.Option(
+            help=f"Exit {int(ExitCode.ROLLBACK)} on NO-GO and {int(ExitCode.NOT_READY)} on NOT "
+            "YET / NO DATA: only GO passes (a promotion gate)."
+        ),
+    ] = False,
+    progress: ProgressOption = True,
+    config: ConfigOption = None,
 ) -> None:
     """Write a self-contained HTML migration report of one experiment from ClickHouse."""
+    from streams.progress import spinner
     from streams.report import UnknownExperimentError, write_report
 
     policy = _policy(policy_path)
-    try:
-        with Store.open(dsn) as store:
+    with (
+        spinner(f"report: querying {redact_dsn(dsn)}", enabled=progress),
+        _open_store(dsn) as store,
+    ):
+        try:
             data = write_report(
                 store,
                 experiment,
@@ -364,73 +583,83 @@ def report(
                 monthly_requests=monthly_requests,
                 migration_cost_usd=migration_cost_usd,
             )
-    except (StoreError, ValueError, UnknownExperimentError) as exc:
-        raise _fail(str(exc)) from None
+        except UnknownExperimentError as exc:
+            raise _fail(str(exc)) from None
     console.print(
         f"{out}: {data.verdict.status} - {data.verdict.headline} "
         f"({data.overview.paired:,} pairs, {len(data.decisions)} decisions)",
         markup=False,
         highlight=False,
     )
+    status = data.verdict.status
+    if (fail_on_rollback or require_go) and status == "NO-GO":
+        raise typer.Exit(ExitCode.ROLLBACK)
+    if require_go and status != "GO":
+        raise typer.Exit(ExitCode.NOT_READY)
 
 
 # ---- streaming: `shadowlens worker` and `shadowlens publish` (see docs/streaming.md) ----
 
+BootstrapOption = Annotated[
+    str | None,
+    typer.Option(envvar="SHADOWLENS_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers."),
+]
+
 
 @app.command()
 def worker(
-    bootstrap: Annotated[
-        str | None,
-        typer.Option(help="Kafka bootstrap servers (env SHADOWLENS_KAFKA_BOOTSTRAP)."),
-    ] = None,
+    ctx: typer.Context,
+    bootstrap: BootstrapOption = None,
     app_id: Annotated[
         str | None,
-        typer.Option(help="Faust app id = consumer group (env SHADOWLENS_APP_ID)."),
+        typer.Option(envvar="SHADOWLENS_APP_ID", help="Faust app id = consumer group."),
     ] = None,
     processing_guarantee: Annotated[
         str | None,
-        typer.Option(help="at_least_once or exactly_once (env SHADOWLENS_PROCESSING_GUARANTEE)."),
+        typer.Option(
+            envvar="SHADOWLENS_PROCESSING_GUARANTEE", help="at_least_once or exactly_once."
+        ),
     ] = None,
     web_port: Annotated[
         int | None,
-        typer.Option(help="Serve Faust's web views on 127.0.0.1:PORT (default: no web)."),
+        typer.Option(
+            envvar="SHADOWLENS_WEB_PORT",
+            help="Serve Faust's web views on 127.0.0.1:PORT (default: no web).",
+        ),
     ] = None,
     dsn: Annotated[
         str | None,
-        typer.Option(help="ClickHouse DSN (env SHADOWLENS_DSN); chdb://DIR or http(s)://..."),
+        typer.Option(envvar="SHADOWLENS_DSN", help="ClickHouse: chdb://DIR or http(s)://..."),
     ] = None,
     policy_path: PolicyOption = None,
+    config: ConfigOption = None,
 ) -> None:
     """Run the streaming job on Kafka: pair, score, window, judge; ClickHouse + control topic.
 
-    Every other setting comes from SHADOWLENS_* environment variables (streams/config.py).
-    Start more workers with the same app id to split the partitions between them.
+    Every other setting comes from SHADOWLENS_* environment variables (streams/config.py)
+    or the config file's [worker] table. Start more workers with the same app id to split
+    the partitions between them.
     """
-    from streams.config import Settings, SettingsError
     from streams.worker import run_worker
 
-    try:
-        settings = Settings.from_env(
-            kafka_bootstrap=bootstrap,
-            app_id=app_id,
-            processing_guarantee=processing_guarantee,
-            web_port=web_port,
-            dsn=dsn,
-            policy=policy_path,
-        )
-    except SettingsError as exc:
-        raise _fail(str(exc)) from None
+    settings = _settings(
+        ctx,
+        kafka_bootstrap=bootstrap,
+        app_id=app_id,
+        processing_guarantee=processing_guarantee,
+        web_port=web_port,
+        dsn=dsn,
+        policy=policy_path,
+    )
     run_worker(settings, _policy(settings.policy))
 
 
 @app.command()
 def publish(
-    bootstrap: Annotated[
-        str | None,
-        typer.Option(help="Kafka bootstrap servers (env SHADOWLENS_KAFKA_BOOTSTRAP)."),
-    ] = None,
+    ctx: typer.Context,
+    bootstrap: BootstrapOption = None,
     topic: Annotated[
-        str | None, typer.Option(help="Events topic (env SHADOWLENS_TOPIC_EVENTS).")
+        str | None, typer.Option(envvar="SHADOWLENS_TOPIC_EVENTS", help="Events topic.")
     ] = None,
     speed: Annotated[
         float,
@@ -449,69 +678,64 @@ def publish(
             min=0.0, max=1.0, help="Share of events published under a wrong key (re-keyed)."
         ),
     ] = 0.0,
-    events: Annotated[
-        Path | None,
-        typer.Option("--events", exists=True, dir_okay=False, help="JSONL file of raw events."),
-    ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option("--data-dir", exists=True, file_okay=False, help="Full data sets."),
-    ] = None,
-    experiment: str = "gpt4-to-llama3-70b",
-    primary: str = "gpt4_0613",
-    candidate: str = "Meta-Llama-3-70B-Instruct",
-    requests: Annotated[int, typer.Option(min=1, help="Requests to build.")] = 3_000,
-    replica_share: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
-    seed: int = 0,
-    latency_factor: Annotated[float, typer.Option(min=0.01)] = 1.0,
-    latency_after: Annotated[float, typer.Option(min=0.0)] = 0.0,
-    error_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
-    error_after: Annotated[float, typer.Option(min=0.0)] = 0.0,
-    error_for: Annotated[float | None, typer.Option(min=0.0)] = None,
-    degrade_share: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
-    degrade_after: Annotated[float, typer.Option(min=0.0)] = 0.0,
-    drop_candidates: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
-    duplicates: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
-    malformed: Annotated[bool, typer.Option(help="Interleave malformed payloads.")] = False,
+    events: EventsOption = None,
+    data_dir: DataDirOption = None,
+    experiment: ExperimentOption = "gpt4-to-llama3-70b",
+    primary: PrimaryOption = "gpt4_0613",
+    candidate: CandidateOption = "Meta-Llama-3-70B-Instruct",
+    requests: RequestsOption = 3_000,
+    replica_share: ReplicaShareOption = 0.0,
+    seed: SeedOption = 0,
+    latency_factor: LatencyFactorOption = 1.0,
+    latency_after: LatencyAfterOption = 0.0,
+    error_rate: ErrorRateOption = 0.0,
+    error_after: ErrorAfterOption = 0.0,
+    error_for: ErrorForOption = None,
+    degrade_share: DegradeShareOption = 0.0,
+    degrade_after: DegradeAfterOption = 0.0,
+    drop_candidates: DropCandidatesOption = 0.0,
+    duplicates: DuplicatesOption = 0.0,
+    malformed: MalformedOption = False,
+    rebase_time: RebaseTimeOption = None,
+    progress: ProgressOption = True,
+    config: ConfigOption = None,
 ) -> None:
     """Publish replay traffic to Kafka keyed by request_id, as gateways do.
 
-    The traffic and fault flags are those of `shadowlens replay` (see its --help).
+    The traffic and fault flags are those of `shadowlens replay`. For a live dashboard:
+    --rebase-time now --speed 1 (event times then follow the wall clock).
     """
     import asyncio
 
-    from streams.config import Settings, SettingsError
+    from streams.progress import progress_bar
     from streams.publish import Published
     from streams.publish import publish as publish_payloads
     from streams.topics import ensure_topics
 
-    try:
-        settings = Settings.from_env(kafka_bootstrap=bootstrap, topic_events=topic)
-    except SettingsError as exc:
-        raise _fail(str(exc)) from None
+    settings = _settings(ctx, kafka_bootstrap=bootstrap, topic_events=topic)
     sourced = _traffic(
         events, data_dir, experiment, primary, candidate, requests, replica_share, seed,
         latency_factor, latency_after, error_rate, error_after, error_for, degrade_share,
-        degrade_after, drop_candidates, duplicates, malformed,
+        degrade_after, drop_candidates, duplicates, malformed, rebase_time,
     )  # fmt: skip
     payloads = [raw for raw, _ in sourced]
 
     async def run() -> Published:
         await ensure_topics(settings)  # the events topic with SHADOWLENS_EVENTS_PARTITIONS
-        return await publish_payloads(
-            payloads,
-            settings.kafka_bootstrap,
-            settings.topic_events,
-            speed=speed,
-            end_marker=end_marker,
-            misroute_share=misroute_share,
-            seed=seed,
-        )
+        with progress_bar("publish", "records", enabled=progress) as bar:
+            task = bar.add_task("publish", total=len(payloads))
+            return await publish_payloads(
+                payloads,
+                settings.kafka_bootstrap,
+                settings.topic_events,
+                speed=speed,
+                end_marker=end_marker,
+                misroute_share=misroute_share,
+                seed=seed,
+                on_sent=lambda n: bar.update(task, completed=n),
+            )
 
-    try:
-        result = asyncio.run(run())
-    except Exception as exc:  # the client's own message says what went wrong
-        raise _fail(f"publish to {settings.topic_events} failed: {exc!r}") from None
+    result = asyncio.run(run())
     console.print(
         f"published {result.records} events"
         + (f" and {result.markers} end markers" if result.markers else "")

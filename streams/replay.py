@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from judge.policy import Policy
-from pipeline.core import MemorySink, Pipeline, Sink, Tee
+from pipeline.core import Enricher, MemorySink, Pipeline, Sink, Tee
+from streams.progress import progress_bar
 from streams.redaction import RedactingSink
 from streams.sinks import ClickHouseSink
 from streams.store import Store
 from streams.traffic import (
+    DEFAULT_START_MS,
     Faults,
     apply_faults,
     build_events,
@@ -36,6 +38,32 @@ class TrafficSpec:
     requests: int | None = 3_000
     replica_share: float = 0.0
     seed: int = 0
+    start_ms: int = DEFAULT_START_MS  # the first request's start; the trace's own by default
+
+
+_RELATIVE = re.compile(r"now(?:([+-])(\d+)([smhd]))?")
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_start_time(text: str, now_ms: int) -> int:
+    """``now``, ``now-15m`` (s, m, h, d) or an ISO 8601 time -> epoch ms.
+
+    What ``--rebase-time`` takes: the bundled trace is from November 2023, so a dashboard
+    showing "the last hour" needs the replay moved to the present."""
+    text = text.strip()
+    if match := _RELATIVE.fullmatch(text):
+        sign, amount, unit = match.groups()
+        shift = 0 if amount is None else int(amount) * _UNIT_MS[unit]
+        return now_ms - shift if sign == "-" else now_ms + shift
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: use now, now-15m (s, m, h, d) or ISO 8601 "
+            "(2026-01-31T12:00:00Z)"
+        ) from None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return round(when.timestamp() * 1000)
 
 
 def built_payloads(spec: TrafficSpec, faults: Faults) -> list[tuple[bytes, str]]:
@@ -55,6 +83,7 @@ def built_payloads(spec: TrafficSpec, faults: Faults) -> list[tuple[bytes, str]]
         requests=spec.requests,
         replica_share=spec.replica_share,
         seed=spec.seed,
+        start_ms=spec.start_ms,
     )
     events = apply_faults(events, faults, sample.instructions, spec.seed)
     raw = wire_payloads(events, faults, spec.seed)
@@ -76,29 +105,22 @@ def run_replay(
     *,
     show_progress: bool = True,
     redact: bool = False,
+    enrich: Enricher | None = None,
 ) -> ReplayResult:
     """Feed every payload through the pipeline; write ClickHouse when a store is given.
 
     With `redact`, ClickHouse gets hashes and lengths instead of bodies (the in-memory
-    results used for the console summary keep them: they never leave the process)."""
+    results used for the console summary keep them: they never leave the process). `enrich`
+    scores each drained batch further (the semantic cascade of `--semantic`)."""
     memory = MemorySink()
     clickhouse = ClickHouseSink(store) if store is not None else None
     stored: Sink | None = clickhouse
     if clickhouse is not None and redact:
         stored = RedactingSink(clickhouse)
     sink: Sink = Tee([memory, stored]) if stored is not None else memory
-    pipeline = Pipeline(policy, sink)
+    pipeline = Pipeline(policy, sink, enrich)
     started = time.perf_counter()
-    progress = Progress(
-        TextColumn("replay"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("events"),
-        TimeElapsedColumn(),
-        disable=not show_progress,
-        transient=True,
-    )
-    with progress:
+    with progress_bar("replay", "events", enabled=show_progress) as progress:
         task = progress.add_task("replay", total=len(payloads))
         for i, (raw, source) in enumerate(payloads):
             pipeline.feed(raw, source, received_ms=int(time.time() * 1000))

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from judge.policy import load_policy
 from judge.verdicts import Action, Metric
 from streams.cli import app
+from streams.exit_codes import ExitCode
 from streams.replay import TrafficSpec, built_payloads, run_replay
 from streams.store import Store
 from streams.traffic import Faults, malformed_payloads
@@ -107,7 +108,7 @@ def test_cli_rejects_a_bad_policy_with_a_clear_error(tmp_path) -> None:
     bad = tmp_path / "p.toml"
     bad.write_text("[latency]\nmax_relative_increse = 0.3\n")
     out = CliRunner().invoke(app, ["replay", "--policy", str(bad), "--no-store"])
-    assert out.exit_code == 2 and "unknown key(s) in [latency]" in out.output
+    assert out.exit_code == ExitCode.CONFIG and "unknown key(s) in [latency]" in out.output
 
 
 def test_export_writes_replayable_jsonl(tmp_path) -> None:
