@@ -1,21 +1,26 @@
 """Score one pair: the primary's response against the candidate's (or the replica's).
 
-Pure and cheap: every comparator here runs on every pair. The semantic score is filled in
-later, batched across pairs, by `comparators.semantic`.
+Pure and cheap: every comparator here runs on every pair, and so do the LLM-specific signals
+of `comparators.signals` (refusal, truncation, number and negation mismatch, JSON validity,
+label flips). The semantic score is filled in later, batched across pairs, by
+`comparators.semantic`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import orjson
+from rapidfuzz import fuzz
 
 from comparators.cost import Price, call_cost_usd
 from comparators.json_diff import json_diff
-from comparators.text import length_ratio, lexical_similarity, normalize
+from comparators.signals import UNPARSED, PairSignals, json_doc, pair_signals
+from comparators.text import length_ratio, normalize
 from schemas.events import Arm, Event, Status, Task
 
 MISSING = "missing"
@@ -73,6 +78,17 @@ class PairScore:
     json_missing: tuple[str, ...] = ()
     json_extra: tuple[str, ...] = ()
     json_changed: tuple[str, ...] = ()
+    # LLM-specific signals (comparators.signals): None where they do not apply
+    primary_refusal: bool | None = None
+    candidate_refusal: bool | None = None
+    primary_truncated: bool | None = None
+    candidate_truncated: bool | None = None
+    number_mismatch: float | None = None  # Jaccard distance of the answers' number sets
+    negation_mismatch: int | None = None  # aligned clauses of opposite polarity
+    primary_json_valid: bool | None = None
+    candidate_json_valid: bool | None = None
+    json_schema_ok: bool | None = None
+    label_flip: str | None = None  # "primary->candidate" label when they differ
     primary_body: str = ""
     candidate_body: str = ""
     weight: float = 1.0  # inverse sampling probability of the costly scores
@@ -127,7 +143,12 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
 
-def _content_scores(primary: Event, other: Event, p_body: str, o_body: str) -> dict[str, object]:
+_SIGNALS = tuple(f.name for f in fields(PairSignals))
+
+
+def _content_scores(
+    primary: Event, other: Event, p_body: str, o_body: str, json_schema: Mapping[str, Any] | None
+) -> dict[str, object]:
     scores: dict[str, object] = {}
     if primary.status != Status.OK or other.status != Status.OK:
         return scores
@@ -137,8 +158,10 @@ def _content_scores(primary: Event, other: Event, p_body: str, o_body: str) -> d
     pe, oe = primary.output.embedding, other.output.embedding
     if pe is not None and oe is not None:
         scores["embedding_cosine"] = embedding_cosine(pe, oe)
-    if primary.output.json is not None or other.output.json is not None:
-        diff = json_diff(primary.output.json, other.output.json)
+    structured = primary.output.json is not None or other.output.json is not None
+    if structured or primary.task == Task.EXTRACTION:
+        p_doc, o_doc = json_doc(primary), json_doc(other)  # JSON answered as text counts too
+        diff = json_diff(None if p_doc is UNPARSED else p_doc, None if o_doc is UNPARSED else o_doc)
         scores.update(
             json_field_agreement=diff.field_agreement,
             json_missing=diff.missing,
@@ -146,9 +169,14 @@ def _content_scores(primary: Event, other: Event, p_body: str, o_body: str) -> d
             json_changed=diff.changed,
         )
     if primary.output.text is not None and other.output.text is not None:
-        scores["exact_match"] = normalize(p_body) == normalize(o_body)
-        scores["lexical_similarity"] = lexical_similarity(p_body, o_body)
+        p_norm, o_norm = normalize(p_body), normalize(o_body)
+        exact = p_norm == o_norm
+        scores["exact_match"] = exact
+        # text.lexical_similarity on texts normalised once, here, for exact_match too
+        scores["lexical_similarity"] = 1.0 if exact else fuzz.token_set_ratio(p_norm, o_norm) / 100
         scores["length_ratio"] = length_ratio(o_body, p_body)
+    signals = pair_signals(primary, other, json_schema)
+    scores.update((name, getattr(signals, name)) for name in _SIGNALS)
     return scores
 
 
@@ -169,8 +197,14 @@ def _arm_fields(prefix: str, event: Event, prices: Mapping[str, Price]) -> dict[
     }
 
 
-def score_pair(primary: Event, other: Event, prices: Mapping[str, Price]) -> PairScore:
-    """Compare both halves of one request: deltas, status disagreement and content scores."""
+def score_pair(
+    primary: Event,
+    other: Event,
+    prices: Mapping[str, Price],
+    json_schema: Mapping[str, Any] | None = None,
+) -> PairScore:
+    """Compare both halves of one request: deltas, status disagreement, content scores and
+    signals. `json_schema` is the extraction task's schema (default: the primary's shape)."""
     p, o = _arm_fields("primary", primary, prices), _arm_fields("candidate", other, prices)
     p_cost, o_cost = p["primary_cost_usd"], o["candidate_cost_usd"]
     both_ok = primary.status == Status.OK and other.status == Status.OK
@@ -192,7 +226,9 @@ def score_pair(primary: Event, other: Event, prices: Mapping[str, Price]) -> Pai
         error_disagreement=(primary.status == Status.OK) != (other.status == Status.OK),
         **p,
         **o,
-        **_content_scores(primary, other, str(p["primary_body"]), str(o["candidate_body"])),
+        **_content_scores(
+            primary, other, str(p["primary_body"]), str(o["candidate_body"]), json_schema
+        ),
     )
 
 

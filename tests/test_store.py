@@ -207,7 +207,13 @@ def _sort(scores: list[PairScore]) -> list[PairScore]:
 def test_migrate_creates_every_table_and_is_idempotent(tmp_path: Path) -> None:
     dsn = f"chdb://{tmp_path}/ch"
     names = [m.name for m in migrations()]
-    assert names == ["0001_pairs", "0002_windows", "0003_decisions", "0004_dead_letters"]
+    assert names == [
+        "0001_pairs",
+        "0002_windows",
+        "0003_decisions",
+        "0004_dead_letters",
+        "0005_pair_signals",
+    ]
     with Store.open(dsn) as store:
         assert store.migrate() == names
         assert store.migrate() == []
