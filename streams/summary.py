@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from comparators.aggregate import Aggregate
+from comparators.cascade import sampled_fraction
 from comparators.pairs import PairScore
 from judge.verdicts import Action, Decision
 
@@ -101,3 +102,13 @@ def print_summary(
     console.print(
         "counts: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())), highlight=False
     )
+    fraction = sampled_fraction(counts)
+    if fraction is not None:
+        measured = counts["semantic.measured"]
+        console.print(
+            f"semantic: {measured} of {measured + counts['semantic.unsampled']} text pairs "
+            f"measured ({fraction:.1%}); the others were over the [semantic] budget and carry "
+            "weight 0 in quality",
+            highlight=False,
+            markup=False,
+        )
