@@ -10,10 +10,20 @@ at Azure trace arrivals, no faults) and produced once, keyed by request_id, to a
 
 (a) raw: one aiokafka consumer reads every event from the beginning and decodes it with
     orjson -- the floor any Kafka consumer in Python pays;
+(a') Faust alone: a no-op agent in one worker process, on the worker's own app settings
+    (`streams.app.new_app`: same consumer, batches of `stream.take_events`, acks), that
+    only orjson-decodes and counts -- no tables, no outputs: the most a Faust worker can do
+    here, so (a')/(a) is the part of the gap that is Faust's and (b)/(a') the part that is
+    ours;
 (b) pipeline: one `shadowlens worker` (non-semantic comparators, at_least_once, chdb);
 (c) the same with two worker processes in one consumer group.
 
-Rates: (a) is M over the time from the first record to the last. For (b) and (c) the
+Without Kafka, on the same events: the plain-Python `pipeline.core.Pipeline` (what
+`shadowlens replay` runs: decode, pair, score, window, judge) and the per-event cost of each
+step the worker takes (decode, pair, score, changelog and pairs encoding, the judging
+side's decode and window add), in microseconds per event.
+
+Rates: (a) and (a') are M over the time from the first record to the last. For (b) and (c) the
 workers' own counters (logged every 0.25 s, merged across workers) are read: the rate is
 the events paired between 15 % and 90 % of M, in a window that starts only once every
 worker owns partitions and has processed events, so the group's start-up and the second
@@ -21,7 +31,8 @@ worker's join do not count, and that ends before the tail of the last batches. T
 from the first event to every pair being in ClickHouse (end to end, start-up included) is
 printed too. Last line:
 
-    RESULT ratio_pipeline_vs_raw=<b/a> ratio_two_workers=<c/b>
+    RESULT ratio_pipeline_vs_raw=<b/a> ratio_two_workers=<c/b> ratio_faust_vs_raw=<a'/a>
+        ratio_pipeline_vs_faust=<b/a'>
 
 Before the RESULT line the bench measures how much two CPU-bound processes gain over one on
 this machine right now: the ceiling for ratio_two_workers (the broker shares the cores too).
@@ -49,12 +60,22 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streams.app import STATS_MARK  # noqa: E402
+from judge.policy import load_policy  # noqa: E402
+from pipeline.core import MemorySink, Pipeline, pairing_config  # noqa: E402
+from pipeline.pairing import Pairer  # noqa: E402
+from pipeline.windows import TumblingWindows  # noqa: E402
+from schemas.events import decode_event  # noqa: E402
+from streams.app import STATS_MARK, new_app  # noqa: E402
+from streams.codec import encode_pending  # noqa: E402
+from streams.config import Settings  # noqa: E402
 from streams.publish import publish  # noqa: E402
+from streams.topics import Topology  # noqa: E402
 from streams.traffic import build_events, load_sample  # noqa: E402
+from streams.wire import decode_pairs, encode_pairs  # noqa: E402
 
 SHADOWLENS = str(Path(sys.executable).with_name("shadowlens"))
 WINDOW = (0.15, 0.90)
+NOOP_MARK = "bench-noop-done"
 
 
 # --------------------------------------------------------------------------- broker
@@ -124,6 +145,58 @@ async def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
         await consumer.stop()
 
 
+# --------------------------------------------------------------------------- (a') Faust alone
+
+
+def noop_worker(expected: int, partitions: int) -> None:
+    """Run in a worker process of its own (`--noop-worker`): a Faust agent on the worker's
+    app settings that orjson-decodes and counts the events, then logs its timings."""
+    import faust
+
+    settings = Settings.from_env()
+    app = new_app(settings, Topology(partitions, 1, 1))
+    source = app.topic(settings.topic_events, key_serializer="raw", value_serializer="raw")
+
+    async def count(stream: Any) -> None:
+        seen = 0
+        first: float | None = None
+        batches = stream.take_events(settings.batch_size, within=settings.batch_within_s)
+        async for events in batches:
+            for event in events:
+                if not event.message.headers:  # end-of-input markers are not events
+                    orjson.loads(event.message.value)
+                    seen += 1
+                await stream.ack(event)
+            first = first or time.time()
+            if seen >= expected:
+                print(NOOP_MARK, orjson.dumps({"first": first, "last": time.time()}).decode())
+                sys.stdout.flush()
+
+    app.agent(source, name="noop")(count)
+    worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+def faust_consume(env: dict[str, str], expected: int, partitions: int, workdir: Path) -> float:
+    """Events/s of `noop_worker`, from its first batch to its last record."""
+    log = workdir / "noop.log"
+    args = ["--noop-worker", str(expected), "--partitions", str(partitions)]
+    proc = spawn([sys.executable, __file__, *args], env, log)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            text = log.read_bytes()
+            mark = text.find(NOOP_MARK.encode())
+            if mark >= 0 and text.find(b"\n", mark) > 0:
+                line = text[mark + len(NOOP_MARK) : text.find(b"\n", mark)]
+                times = orjson.loads(line)
+                return expected / (times["last"] - times["first"])
+            check_alive([proc], [log], deadline)
+            time.sleep(0.2)
+    finally:
+        stop([proc])
+
+
 # --------------------------------------------------------------------------- (b), (c)
 
 
@@ -138,10 +211,8 @@ def stats_lines(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def run_workers(
-    bootstrap: str, events_topic: str, requests: int, workers: int, workdir: Path
-) -> dict[str, float]:
-    """Run `workers` processes on the pre-produced events; return rates and timings."""
+def worker_env(bootstrap: str, events_topic: str, workdir: Path) -> dict[str, str]:
+    """The environment of one run's workers: its own app id, topics and ClickHouse."""
     run = uuid.uuid4().hex[:8]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWLENS_")}
     env.update(
@@ -159,19 +230,44 @@ def run_workers(
         SHADOWLENS_COMMIT_INTERVAL_S="1",
         SHADOWLENS_STATS_INTERVAL_S="0.25",
     )
-    logs = [workdir / f"{run}-worker{i}.log" for i in range(workers)]
-    procs = []
-    for log in logs:
-        with open(log, "wb") as fh:
-            procs.append(
-                subprocess.Popen(
-                    [SHADOWLENS, "worker"],
-                    env=env,
-                    stdout=fh,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-            )
+    return env
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as fh:
+        return subprocess.Popen(
+            cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+
+def check_alive(procs: list[subprocess.Popen[bytes]], logs: list[Path], deadline: float) -> None:
+    for p, log in zip(procs, logs, strict=True):
+        if p.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"worker died; the end of its log:\n{tail}")
+    if time.monotonic() > deadline:
+        raise RuntimeError(f"timed out; see {logs}")
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (a clean Faust shutdown), then kill what is still running after 60 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def run_workers(
+    bootstrap: str, events_topic: str, requests: int, workers: int, workdir: Path
+) -> dict[str, float]:
+    """Run `workers` processes on the pre-produced events; return rates and timings."""
+    env = worker_env(bootstrap, events_topic, workdir)
+    logs = [workdir / f"{env['SHADOWLENS_APP_ID']}-worker{i}.log" for i in range(workers)]
+    procs = [spawn([SHADOWLENS, "worker"], env, log) for log in logs]
     try:
         deadline = time.monotonic() + 600
         while True:
@@ -179,22 +275,10 @@ def run_workers(
             written = max((s[-1].get("written", {}).get("pairs", 0) for s in stats if s), default=0)
             if written >= requests:
                 break
-            for p, log in zip(procs, logs, strict=True):
-                if p.poll() is not None:
-                    tail = log.read_text(errors="replace")[-3000:]
-                    raise RuntimeError(f"worker died; the end of its log:\n{tail}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out; see {logs}")
+            check_alive(procs, logs, deadline)
             time.sleep(0.5)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
     return rates(stats, requests)
 
 
@@ -225,6 +309,51 @@ def rates(stats: list[list[dict[str, Any]]], requests: int) -> dict[str, float]:
         "all_in_clickhouse_s": done - first,
         "events_by_worker": [lines[-1].get("events", 0) for lines in stats],
     }
+
+
+# --------------------------------------------------------------------------- no Kafka
+
+
+def pipeline_rate(payloads: list[bytes]) -> float:
+    """Events/s of the plain-Python Pipeline (`shadowlens replay`'s) on the same events."""
+    pipeline = Pipeline(load_policy(), MemorySink())
+    start = time.perf_counter()
+    for raw in payloads:
+        pipeline.feed(raw)
+    pipeline.finish()
+    return len(payloads) / (time.perf_counter() - start)
+
+
+def stage_costs(payloads: list[bytes]) -> dict[str, float]:
+    """Microseconds per event of each step the worker takes, run one step at a time over
+    the same events (scoring and the judging side run per pair: two events)."""
+    policy = load_policy()
+    n = len(payloads)
+    costs: dict[str, float] = {}
+
+    def timed(name: str, step: Any) -> Any:
+        start = time.perf_counter()
+        out = step()
+        costs[name] = (time.perf_counter() - start) * 1e6 / n
+        return out
+
+    events = timed("decode", lambda: [decode_event(raw) for raw in payloads])
+    pairer = Pairer({}, pairing_config(policy))
+    matched = timed("pair", lambda: [pairer.add(e) for e in events])
+    scorer = Pipeline(policy, MemorySink())
+
+    def score() -> list[Any]:
+        for m in matched:
+            scorer._take(m)
+        return scorer._scored
+
+    scores = timed("score", score)
+    timed("changelog_encode", lambda: [encode_pending(p) for p in pairer.state.values()])
+    records = timed("pairs_encode", lambda: encode_pairs(scores))
+    decoded = timed("pairs_decode", lambda: [x for r in records for x in decode_pairs(r)])
+    windows = TumblingWindows(policy.windows.size_ms, policy.windows.grace_ms)
+    timed("window_add", lambda: [windows.add(x, 0) for x in decoded])
+    return costs
 
 
 # --------------------------------------------------------------------------- machine
@@ -258,7 +387,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="requests (2 events each)")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--noop-worker", type=int, metavar="EVENTS", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.noop_worker:  # (a')'s worker process, started by the bench itself
+        noop_worker(args.noop_worker, args.partitions)
+        return
     if args.partitions < 2:
         parser.error("--partitions must be >= 2 for two workers to share the work")
 
@@ -267,6 +400,13 @@ def main() -> None:
     payloads = [e.to_json() for e in events]
     m = len(payloads)
     print(f"{m} events ({args.requests} requests), {args.partitions} partitions", flush=True)
+    costs = stage_costs(payloads)
+    print(
+        "per event, no Kafka (us): " + ", ".join(f"{k} {v:.1f}" for k, v in costs.items()),
+        flush=True,
+    )
+    plain = pipeline_rate(payloads)
+    print(f"plain-Python Pipeline, no Kafka: {plain:10,.0f} events/s", flush=True)
 
     bootstrap, datadir = start_broker()
     try:
@@ -277,6 +417,9 @@ def main() -> None:
         raw = asyncio.run(raw_consume(bootstrap, topic, m))
         print(f"(a) raw aiokafka + orjson:       {raw:10,.0f} events/s", flush=True)
         with tempfile.TemporaryDirectory(prefix="shadowlens-bench-") as tmp:
+            env = worker_env(bootstrap, topic, Path(tmp))
+            noop = faust_consume(env, m, args.partitions, Path(tmp))
+            print(f"(a') no-op Faust agent + orjson: {noop:10,.0f} events/s", flush=True)
             one = run_workers(bootstrap, topic, args.requests, 1, Path(tmp))
             print(
                 f"(b) pipeline, 1 worker:          {one['events_per_s']:10,.0f} events/s"
@@ -299,7 +442,9 @@ def main() -> None:
     )
     print(
         f"RESULT ratio_pipeline_vs_raw={one['events_per_s'] / raw:.3f} "
-        f"ratio_two_workers={two['events_per_s'] / one['events_per_s']:.3f}"
+        f"ratio_two_workers={two['events_per_s'] / one['events_per_s']:.3f} "
+        f"ratio_faust_vs_raw={noop / raw:.3f} "
+        f"ratio_pipeline_vs_faust={one['events_per_s'] / noop:.3f}"
     )
 
 

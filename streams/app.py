@@ -53,7 +53,9 @@ class Worker:
         log.info("%s %s", STATS_MARK, orjson.dumps(self.stats()).decode())
 
 
-def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
+def new_app(settings: Settings, topology: Topology) -> ShadowApp:
+    """The Faust app with the worker's settings and no agents (the bench's no-op agent
+    measures Faust itself on exactly these)."""
     s = settings
     app = ShadowApp(
         s.app_id,
@@ -80,6 +82,12 @@ def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
     )
     # Tables buffer their changelog records; a batch updates up to `batch_size` keys at once.
     app.producer.buffer.max_messages = 4 * s.batch_size
+    return app
+
+
+def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
+    s = settings
+    app = new_app(settings, topology)
     pairing = PairingStage(app, s, policy, topology.events_partitions, topology.pairs_partitions)
     metrics = Metrics() if s.metrics_port is not None else None
     judging = JudgingStage(app, s, policy, topology.pairs_partitions, metrics)
