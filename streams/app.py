@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from judge.policy import Policy
 from streams.config import Settings
 from streams.judging_stage import JudgingStage
+from streams.kafka_security import faust_credentials
 from streams.metrics import Metrics
 from streams.pairing_stage import PairingStage
 from streams.topics import Topology
@@ -47,6 +49,7 @@ class Worker:
     def stats(self) -> dict[str, object]:
         written = self.judging.writer.written
         stats = {**self.pairing.stats(), **self.judging.stats(), "written": written}
+        stats["store"] = self.judging.writer.health()
         return {"at": time.time(), **stats}
 
     def log_stats(self) -> None:
@@ -60,6 +63,7 @@ def new_app(settings: Settings, topology: Topology) -> ShadowApp:
     app = ShadowApp(
         s.app_id,
         broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(s),  # TLS / SASL from SHADOWLENS_KAFKA_*
         store="memory://",
         datadir=str(s.state_dir / s.app_id),
         autodiscover=False,
@@ -88,8 +92,10 @@ def new_app(settings: Settings, topology: Topology) -> ShadowApp:
 def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
     s = settings
     app = new_app(settings, topology)
-    pairing = PairingStage(app, s, policy, topology.events_partitions, topology.pairs_partitions)
     metrics = Metrics() if s.metrics_port is not None else None
+    pairing = PairingStage(
+        app, s, policy, topology.events_partitions, topology.pairs_partitions, metrics
+    )
     judging = JudgingStage(app, s, policy, topology.pairs_partitions, metrics)
     pairing.register()
     judging.register(dead_letters=topology.store_dead_letters)
@@ -102,6 +108,13 @@ def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
     async def announce() -> None:
         log.info("shadowlens worker: %s; %s", s.describe(), topology)
 
+    async def health(view: Any, request: Any) -> Any:
+        """Faust web (SHADOWLENS_WEB_PORT): 503 while ClickHouse writes fail."""
+        writer = judging.writer
+        return view.json(writer.health(), status=200 if writer.healthy else 503)
+
     app.timer(s.stats_interval_s, name="stats")(stats)
     app.task(announce)
+    if s.web_port is not None:
+        app.page("/health/")(health)
     return worker

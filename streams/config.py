@@ -5,6 +5,11 @@ broker and ClickHouse are, the topic names, the processing guarantee and the tim
 matter in tests. Parsed once, validated, never mutated; `describe()` is what gets logged
 (the ClickHouse password and any other secret never are).
 
+Secrets (Kafka SASL password, ClickHouse password or a DSN with one) come only from the
+environment (or a config file feeding `from_env`), never from the command line. They are
+left out of ``repr``, masked by `describe()` and `redact_secrets`, and the Kafka ones reach
+Faust and aiokafka only through `streams.kafka_security`.
+
 | variable | default | meaning |
 |---|---|---|
 | SHADOWLENS_KAFKA_BOOTSTRAP | 127.0.0.1:9092 | broker list, host:port[,host:port] |
@@ -35,6 +40,18 @@ matter in tests. Parsed once, validated, never mutated; `describe()` is what get
 | SHADOWLENS_METRICS_PORT | (none) | Prometheus /metrics on ADDR:PORT (streams/metrics.py) |
 | SHADOWLENS_METRICS_ADDR | 127.0.0.1 | its bind address (0.0.0.0 in a container network) |
 | SHADOWLENS_CH_BATCH | 5000 | pairs per ClickHouse insert |
+| SHADOWLENS_CH_MAX_BUFFERED_ROWS | 50000 | rows buffered (store failing) before judging waits |
+| SHADOWLENS_CH_RETRY_INITIAL_S | 0.5 | first backoff after a failed ClickHouse write |
+| SHADOWLENS_CH_RETRY_MAX_S | 30 | longest backoff (exponential, with jitter) |
+| SHADOWLENS_CLICKHOUSE_USER | (none) | ClickHouse user for an http(s) DSN without one |
+| SHADOWLENS_CLICKHOUSE_PASSWORD | (none) | its password (secret) |
+| SHADOWLENS_KAFKA_SECURITY_PROTOCOL | PLAINTEXT | or SSL, SASL_PLAINTEXT, SASL_SSL |
+| SHADOWLENS_KAFKA_SASL_MECHANISM | PLAIN | or SCRAM-SHA-256, SCRAM-SHA-512 |
+| SHADOWLENS_KAFKA_SASL_USERNAME | (none) | SASL user |
+| SHADOWLENS_KAFKA_SASL_PASSWORD | (none) | SASL password (secret) |
+| SHADOWLENS_KAFKA_SSL_CAFILE | (system CAs) | CA bundle that signs the brokers' certificates |
+| SHADOWLENS_KAFKA_SSL_CERTFILE | (none) | client certificate (mutual TLS) |
+| SHADOWLENS_KAFKA_SSL_KEYFILE | (none) | its private key |
 | SHADOWLENS_STATS_INTERVAL_S | 5 | how often the worker logs its counters |
 | SHADOWLENS_REDACT | false | pairs leave the pairing stage with body hashes, not bodies |
 | SHADOWLENS_SEMANTIC | off | semantic similarity of text pairs: off, torch or onnx |
@@ -45,15 +62,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from streams.store import DEFAULT_DATABASE, DEFAULT_DSN
 
 PREFIX = "SHADOWLENS_"
 GUARANTEES = ("at_least_once", "exactly_once")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+MASK = "***"
 
 
 class SettingsError(ValueError):
@@ -90,6 +110,18 @@ class Settings:
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
     ch_batch: int = 5000
+    ch_max_buffered_rows: int = 50_000
+    ch_retry_initial_s: float = 0.5
+    ch_retry_max_s: float = 30.0
+    clickhouse_user: str = ""
+    clickhouse_password: str = field(default="", repr=False)
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
     stats_interval_s: float = 5.0
     redact: bool = False
     semantic: str = "off"
@@ -116,6 +148,7 @@ class Settings:
             "sweep_interval_s",
             "commit_interval_s",
             "stats_interval_s",
+            "ch_retry_initial_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be > 0")
@@ -123,14 +156,83 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}HEARTBEAT_INTERVAL_S must be below {PREFIX}SESSION_TIMEOUT_S"
             )
+        if self.ch_max_buffered_rows < 1 or self.ch_retry_max_s < self.ch_retry_initial_s:
+            raise SettingsError(
+                f"{PREFIX}CH_MAX_BUFFERED_ROWS must be >= 1 and "
+                f"{PREFIX}CH_RETRY_MAX_S >= {PREFIX}CH_RETRY_INITIAL_S"
+            )
+        self._check_security()
         names = [self.topic_events, self.topic_repartition, self.topic_pairs]
         names += [self.topic_deadletter, self.topic_control]
         if len(set(names)) != len(names):
             raise SettingsError(f"the five {PREFIX}TOPIC_* names must differ: {names}")
 
+    def _check_security(self) -> None:
+        """Messages name the variables, never their values (some are secrets)."""
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"{PREFIX}KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        if mechanism not in SASL_MECHANISMS:
+            raise SettingsError(
+                f"{PREFIX}KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}"
+            )
+        sasl = protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise SettingsError(
+                f"{PREFIX}KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                f"{PREFIX}KAFKA_SASL_USERNAME and {PREFIX}KAFKA_SASL_PASSWORD"
+            )
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise SettingsError(
+                f"{PREFIX}KAFKA_SASL_* is set but {PREFIX}KAFKA_SECURITY_PROTOCOL={protocol} "
+                "does not use SASL (SASL_PLAINTEXT or SASL_SSL)"
+            )
+        tls_files = {
+            "KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        for name, path in tls_files.items():
+            if path is not None and not protocol.endswith("SSL"):
+                raise SettingsError(
+                    f"{PREFIX}{name} is set but {PREFIX}KAFKA_SECURITY_PROTOCOL={protocol} "
+                    "does not use TLS (SSL or SASL_SSL)"
+                )
+            if path is not None and not path.is_file():
+                raise SettingsError(f"{PREFIX}{name}: no such file {path}")
+        if (self.kafka_ssl_keyfile is None) != (self.kafka_ssl_certfile is None):
+            raise SettingsError(
+                f"{PREFIX}KAFKA_SSL_CERTFILE and {PREFIX}KAFKA_SSL_KEYFILE go together"
+            )
+        if (self.clickhouse_user or self.clickhouse_password) and urlsplit(self.dsn).username:
+            raise SettingsError(
+                f"ClickHouse credentials both in {PREFIX}DSN and in {PREFIX}CLICKHOUSE_USER/"
+                "PASSWORD: give them once"
+            )
+
     @property
     def exactly_once(self) -> bool:
         return self.processing_guarantee == "exactly_once"
+
+    @property
+    def store_dsn(self) -> str:
+        """The DSN to connect with: `dsn` plus ``CLICKHOUSE_USER``/``PASSWORD`` for a
+        server (chdb has no users). Secret: never log it (`describe` masks it)."""
+        parts = urlsplit(self.dsn)
+        if parts.scheme not in ("http", "https") or not self.clickhouse_user:
+            return self.dsn
+        user = quote(self.clickhouse_user, safe="")
+        password = quote(self.clickhouse_password, safe="")
+        auth = f"{user}:{password}@" if password else f"{user}@"
+        return urlunsplit(parts._replace(netloc=auth + parts.netloc))
+
+    def secrets(self) -> list[str]:
+        """Every secret value set, for `redact_secrets`."""
+        values = [self.kafka_sasl_password, self.clickhouse_password]
+        values.append(urlsplit(self.dsn).password or "")
+        return [v for v in values if v]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -148,10 +250,12 @@ class Settings:
         return replace(self, **changes)
 
     def describe(self) -> dict[str, Any]:
-        """The settings as they may be logged: credentials in the DSN are masked."""
+        """The settings as they may be logged: passwords masked, in the DSN too."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["dsn"] = redact_dsn(self.dsn)
         out["policy"] = str(self.policy) if self.policy else "(built-in)"
+        for name in ("kafka_sasl_password", "clickhouse_password"):
+            out[name] = MASK if out[name] else ""
         return out
 
 
@@ -174,6 +278,8 @@ def _parse(name: str, type_name: str, raw: str) -> Any:
         raise SettingsError(f"{var}={raw!r} is not a boolean (true/false)")
     if name in ("processing_guarantee", "log_level"):
         return raw.lower()
+    if name in ("kafka_security_protocol", "kafka_sasl_mechanism"):
+        return raw.upper()
     return raw
 
 
@@ -186,4 +292,18 @@ def redact_dsn(dsn: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+def redact_secrets(text: str, *secrets: str) -> str:
+    """`text` with every secret (and its URL-encoded form, as in a DSN) masked; a DSN
+    among `secrets` contributes its password."""
+    values: set[str] = set()
+    for secret in secrets:
+        password = urlsplit(secret).password if "://" in secret else None
+        for value in (secret if password is None else password, password and unquote(password)):
+            if value:
+                values |= {value, quote(value, safe="")}
+    for value in sorted(values, key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text

@@ -37,7 +37,7 @@ from pipeline.core import Pipeline, Sink
 from pipeline.windows import ClosedWindow, TumblingWindows, WindowKey, WindowState
 from schemas.events import DeadLetter
 from streams import control
-from streams.ch_writer import ClickHouseWriter
+from streams.ch_writer import Backoff, ClickHouseWriter
 from streams.codec import decode_state, encode_state
 from streams.config import Settings
 from streams.metrics import Metrics, MetricsSink
@@ -186,7 +186,14 @@ class JudgingStage:
         self.policy = policy
         self.partitions = pairs_partitions
         self.metrics = metrics
-        self.writer = ClickHouseWriter(settings.dsn, settings.database, settings.ch_batch)
+        self.writer = ClickHouseWriter(
+            settings.store_dsn,
+            settings.database,
+            settings.ch_batch,
+            max_buffered_rows=settings.ch_max_buffered_rows,
+            backoff=Backoff(settings.ch_retry_initial_s, settings.ch_retry_max_s),
+            metrics=metrics,
+        )
         self.outputs = Outputs(self.writer, MetricsSink(metrics) if metrics else None)
         self.windows_table = task_table(app, "windows", pairs_partitions)
         self.experiments_table = task_table(app, "experiments", pairs_partitions)
@@ -235,6 +242,7 @@ class JudgingStage:
                         self.outputs.dead_letters(letters)
                         for event in events:
                             await stream.ack(event)
+                    await self.writer.throttle()
 
             app.agent(dlq, name="dead-letters")(store_dead_letters)
         app.commit_hooks.append(self.writer.drain)

@@ -4,12 +4,15 @@ What a canary controller (Argo Rollouts, Flagger) or an on-call engineer reads w
 ClickHouse: how many pairs and orphans each experiment and segment produce, how far the
 candidate diverges from the primary, how much slower it is, which ramp stage and decision
 are current, whether the judge is alive (heartbeat age) and whether the worker keeps up
-(consumer lag). Names follow the Prometheus conventions: a ``shadowlens_`` prefix,
-``_total`` counters, base units (``_seconds``, ``_ratio``, ``_percent``).
+(consumer lag), whether ClickHouse takes the writes (store health, rows buffered while it
+fails, retries) and whether the pairing table sheds open requests. Names follow the
+Prometheus conventions: a ``shadowlens_`` prefix, ``_total`` counters, base units
+(``_seconds``, ``_ratio``, ``_percent``).
 
 The pipeline feeds it through `MetricsSink` (a `pipeline.core.Sink`, so it sits in a
-`Tee` next to ClickHouse); the worker also calls `Metrics.set_consumer_lag` and
-`Metrics.observe_heartbeat`::
+`Tee` next to ClickHouse); the worker also calls `Metrics.set_consumer_lag`,
+`Metrics.observe_heartbeat` and `Metrics.observe_shed`, and `Metrics.watch_store` reads the
+ClickHouse writer's state at scrape time::
 
     metrics = Metrics()
     metrics.start_http_server(9464)            # 127.0.0.1 unless addr says otherwise
@@ -27,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -69,9 +73,24 @@ class MetricNames:
     heartbeat_time: str = "shadowlens_last_heartbeat_timestamp_seconds"
     heartbeat_age: str = "shadowlens_heartbeat_age_seconds"
     consumer_lag: str = "shadowlens_consumer_lag_records"
+    pairs_shed: str = "shadowlens_pairs_shed_total"
+    store_healthy: str = "shadowlens_store_healthy"
+    store_buffered: str = "shadowlens_store_buffered_rows"
+    store_backpressure: str = "shadowlens_store_backpressure"
+    store_retries: str = "shadowlens_store_retries_total"
 
 
 NAMES = MetricNames()
+
+
+class StoreState(Protocol):
+    """What `watch_store` reads (`streams.ch_writer.ClickHouseWriter`)."""
+
+    healthy: bool
+    backpressure: bool
+
+    @property
+    def buffered_rows(self) -> int: ...
 
 
 class _LabelCap:
@@ -217,6 +236,34 @@ class Metrics:
             ("topic", "partition"),
             registry=r,
         )
+        self.pairs_shed = Counter(
+            NAMES.pairs_shed.removesuffix("_total"),
+            "Open requests closed early as orphans because their experiment had more than "
+            "pairing.max_pending open requests in a pairing task (memory bound).",
+            ("experiment",),
+            registry=r,
+        )
+        self.store_healthy = Gauge(
+            NAMES.store_healthy,
+            "1 while ClickHouse takes the writes, 0 while they fail and are retried.",
+            registry=r,
+        )
+        self.store_buffered = Gauge(
+            NAMES.store_buffered,
+            "Rows handed to the ClickHouse writer and not written yet; their offsets are "
+            "not committed.",
+            registry=r,
+        )
+        self.store_backpressure = Gauge(
+            NAMES.store_backpressure,
+            "1 while the judging stage waits because the ClickHouse buffer is full.",
+            registry=r,
+        )
+        self.store_retries = Counter(
+            NAMES.store_retries.removesuffix("_total"),
+            "Failed ClickHouse writes retried (with capped exponential backoff).",
+            registry=r,
+        )
 
     # -- labels
 
@@ -295,6 +342,16 @@ class Metrics:
 
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(max(0, lag))
+
+    def observe_shed(self, experiment: str, requests: int) -> None:
+        """The pairing table closed `requests` open requests of `experiment` early."""
+        self.pairs_shed.labels(self._experiment("", experiment)).inc(requests)
+
+    def watch_store(self, store: StoreState) -> None:
+        """Report `store`'s health at scrape time (the writer bumps `store_retries`)."""
+        self.store_healthy.set_function(lambda: float(store.healthy))
+        self.store_buffered.set_function(lambda: float(store.buffered_rows))
+        self.store_backpressure.set_function(lambda: float(store.backpressure))
 
     # -- serving
 
