@@ -73,6 +73,7 @@ class Matched:
     singles: tuple[Event, ...] = ()  # split-mode events, scored alone
     dropped: tuple[tuple[Event, Drop], ...] = ()
     shed: int = 0  # open requests closed early because their experiment hit max_pending
+    shed_experiment: str = ""  # whose requests were shed (one experiment per shedding)
 
 
 class Pairer:
@@ -131,7 +132,9 @@ class Pairer:
         )
         oldest = open_keys[: max(1, len(open_keys) // 10)]
         orphans = [o for _, key in oldest for o in self._close(key)]
-        return Matched(pairs=pairs, orphans=tuple(orphans), shed=len(oldest))
+        return Matched(
+            pairs=pairs, orphans=tuple(orphans), shed=len(oldest), shed_experiment=experiment
+        )
 
     def _close(self, key: str) -> list[tuple[Event, str]]:
         pending = self.state[key]

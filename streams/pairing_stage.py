@@ -39,6 +39,7 @@ from pipeline.pairing import Matched, Pairer, Pending
 from schemas.events import DeadLetter, InvalidEvent, decode_event
 from streams.codec import decode_pending, encode_pending
 from streams.config import Settings
+from streams.metrics import Metrics
 from streams.redaction import redact_score
 from streams.semantic_stage import SemanticStage
 from streams.task_state import Positions, Record, TaskState, changelog, in_task, produce, task_table
@@ -164,8 +165,10 @@ class PairingStage:
         policy: Policy,
         events_partitions: int,
         pairs_partitions: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics
         self.settings = settings
         self.policy = policy
         self.partitions = events_partitions
@@ -283,13 +286,22 @@ class PairingStage:
             self.counts["events"] += 1
             task.ended = False
             try:
-                scores += task.score(task.pairer.add(decoded))
+                matched = task.pairer.add(decoded)
+                self._count_shed(matched)
+                scores += task.score(matched)
             except Exception as exc:  # a bug must not stop the stream: keep the bytes
                 log.exception("pairing failed for %s", source)
                 letter = DeadLetter("processing_error", repr(exc)[:500], raw, now_ms, None, source)
                 self._dead(sends, letter, msg.key)
         scores += self._advance(task)
         await self._emit(task, sends, scores)
+
+    def _count_shed(self, matched: Matched) -> None:
+        """The pairing table hit `pairing.max_pending` and closed open requests early."""
+        if matched.shed:
+            self.counts["pairs_shed"] += matched.shed
+            if self.metrics is not None:
+                self.metrics.observe_shed(matched.shed_experiment, matched.shed)
 
     def _advance(self, task: PairingTask) -> list[PairScore]:
         """Sweep by the watermark; once every input has ended, flush everything."""
