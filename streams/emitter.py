@@ -25,6 +25,10 @@ What it guarantees:
   ``stats.failed`` and logged; `flush()` waits until everything emitted before it is
   acknowledged or failed, and `close()` delivers everything still queued first.
 
+Secured brokers: `ShadowEmitter.from_env` reads the broker, the events topic and the
+TLS / SASL settings from ``SHADOWLENS_KAFKA_*`` (see `streams.config`); credentials are
+never passed on a command line or logged.
+
 Thread safety: use the emitter from the event loop it was started on; a callback running
 in another thread (e.g. a synchronous logging hook) uses `emit_threadsafe`.
 """
@@ -130,6 +134,18 @@ class ShadowEmitter:
         self._putters = 0  # emit() calls waiting for room
         self._emitted = self._sent = self._delivered = 0
         self._failed = self._dropped = self._invalid = self._waited = 0
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> ShadowEmitter:
+        """An emitter for the broker, topic and TLS / SASL of the ``SHADOWLENS_*``
+        environment; `kwargs` as for the constructor (their `producer_config` wins)."""
+        from streams.config import Settings  # the emitter alone needs neither Faust nor these
+        from streams.kafka_security import aiokafka_options
+
+        settings = Settings.from_env()
+        config = {**aiokafka_options(settings), **kwargs.pop("producer_config", {})}
+        kwargs.setdefault("topic", settings.topic_events)
+        return cls(settings.kafka_bootstrap, producer_config=config, **kwargs)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -63,6 +64,7 @@ async def publish(
     seed: int = 0,
     max_request_size: int = 1_048_576,
     on_sent: Callable[[int], None] | None = None,
+    client_options: Mapping[str, Any] | None = None,
 ) -> Published:
     """Publish `payloads` in order; returns what was sent and how long it took.
 
@@ -78,6 +80,7 @@ async def publish(
         linger_ms=5,
         max_request_size=max_request_size,
         client_id="shadowlens-publish",
+        **(client_options or {}),  # TLS / SASL: streams.kafka_security.aiokafka_options
     )
     await producer.start()
     started = time.monotonic()
