@@ -144,3 +144,14 @@ def test_split_single_is_not_an_orphan() -> None:
     s = score_split(event(arm="candidate", mode="split"), {})
     assert s.outcome == Outcome.SPLIT and s.comparison == "candidate"
     assert s.candidate_latency_ms == 1000.0 and s.quality is None
+
+
+def test_score_pair_normalises_once_yet_matches_text_lexical_similarity() -> None:
+    gpt4, concise = alpaca("gpt4_0613"), alpaca("gpt4_0613_concise")
+    for i in range(0, 800, 40):
+        p, c = gpt4[i]["output"], concise[i]["output"]
+        s = score_pair(event(text=p), event(arm="candidate", text=c), {})
+        assert s.lexical_similarity == lexical_similarity(p, c)
+        assert s.exact_match == (normalize(p) == normalize(c))
+    same = score_pair(event(text="Hello  World"), event(arm="candidate", text="hello world"), {})
+    assert same.exact_match and same.lexical_similarity == 1.0
