@@ -115,7 +115,7 @@ class PairScore:
             return self.json_field_agreement
         if self.semantic_similarity is not None:
             return self.semantic_similarity
-        return self.lexical_similarity
+        return None if self.weight == 0 else self.lexical_similarity  # 0: not drawn (cascade)
 
 
 def body(event: Event) -> str:
