@@ -177,6 +177,8 @@ class ClickHouseWriter:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)  # the previous owner of the sink partitions is closing it
+            except ValueError:
+                raise  # a DSN or database name that can never work
             except Exception as exc:
                 self._failed(exc)
         self.retrying(store.migrate)

@@ -67,7 +67,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from streams.store import DEFAULT_DATABASE, DEFAULT_DSN
+from streams.store import DEFAULT_DATABASE, DEFAULT_DSN, redact_dsn
+
+__all__ = ["Settings", "SettingsError", "redact_dsn", "redact_secrets"]
 
 PREFIX = "SHADOWLENS_"
 GUARANTEES = ("at_least_once", "exactly_once")
@@ -281,18 +283,6 @@ def _parse(name: str, type_name: str, raw: str) -> Any:
     if name in ("kafka_security_protocol", "kafka_sasl_mechanism"):
         return raw.upper()
     return raw
-
-
-def redact_dsn(dsn: str) -> str:
-    """``http://user:secret@host:8123`` -> ``http://user:***@host:8123``; others unchanged."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
 
 
 def redact_secrets(text: str, *secrets: str) -> str:

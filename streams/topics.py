@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.config import Settings
+from streams.kafka_security import aiokafka_options
 from streams.wire import MAX_RECORD_BYTES
 
 DAY_MS = 24 * 3600 * 1000
@@ -58,7 +59,11 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
 async def ensure_topics(settings: Settings) -> Topology:
     """Create the missing topics; return the partition counts the app is built with."""
     s = settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap, client_id=f"{s.app_id}-admin")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=s.kafka_bootstrap,
+        client_id=f"{s.app_id}-admin",
+        **aiokafka_options(s),  # TLS / SASL
+    )
     await admin.start()
     try:
         names = [s.topic_events, s.topic_repartition, s.topic_pairs]
