@@ -100,7 +100,15 @@ QUERIES: dict[str, str] = {
                avg(lexical_similarity) AS mean_lexical_similarity,
                avg(embedding_cosine) AS mean_embedding_cosine,
                avg(json_field_agreement) AS mean_json_field_agreement,
-               avg(toFloat64(finish_reason_changed)) AS mean_finish_reason_changed
+               avg(toFloat64(finish_reason_changed)) AS mean_finish_reason_changed,
+               avg(toFloat64(primary_refusal)) AS mean_primary_refusal,
+               avg(toFloat64(candidate_refusal)) AS mean_candidate_refusal,
+               avg(toFloat64(primary_truncated)) AS mean_primary_truncated,
+               avg(toFloat64(candidate_truncated)) AS mean_candidate_truncated,
+               avg(number_mismatch) AS mean_number_mismatch,
+               avg(toFloat64(negation_mismatch > 0)) AS mean_negation_flip,
+               avg(toFloat64(candidate_json_valid)) AS mean_candidate_json_valid,
+               avg(toFloat64(json_schema_ok)) AS mean_json_schema_ok
         FROM pairs FINAL
         WHERE experiment = {experiment:String} AND outcome = 'paired'
         GROUP BY comparison
@@ -604,6 +612,14 @@ _MEASURES = (
     "embedding_cosine",
     "json_field_agreement",
     "finish_reason_changed",
+    "primary_refusal",
+    "candidate_refusal",
+    "primary_truncated",
+    "candidate_truncated",
+    "number_mismatch",
+    "negation_flip",
+    "candidate_json_valid",
+    "json_schema_ok",
 )
 
 

@@ -378,6 +378,21 @@ MEASURE_LABELS = {
     "embedding_cosine": "embedding cosine",
     "json_field_agreement": "JSON field agreement",
     "finish_reason_changed": "finish reason changed",
+    "primary_refusal": "primary refusals",
+    "candidate_refusal": "refusals",
+    "primary_truncated": "primary truncated (length)",
+    "candidate_truncated": "truncated (length)",
+    "number_mismatch": "number mismatch (Jaccard distance)",
+    "negation_flip": "answers with a negation flip",
+    "candidate_json_valid": "valid JSON",
+    "json_schema_ok": "JSON fits the schema",
+}
+RATE_MEASURES = frozenset(MEASURE_LABELS) - {
+    "semantic_similarity",
+    "lexical_similarity",
+    "embedding_cosine",
+    "json_field_agreement",
+    "number_mismatch",
 }
 
 
@@ -422,8 +437,8 @@ def agreement_table(rows: Sequence[Agreement]) -> str:
     for key, label in MEASURE_LABELS.items():
         values = [a.measures.get(key) for a in rows]
         if any(v is not None for v in values):
-            pct = key in ("exact_match", "label_agree", "finish_reason_changed")
-            body.append([label, *((fmt_pct(v) if pct else fmt_num(v)) for v in values)])
+            fmt = fmt_pct if key in RATE_MEASURES else fmt_num
+            body.append([label, *(fmt(v) for v in values)])
     return table(headers, body, table_id="agreement")
 
 

@@ -27,6 +27,8 @@ from comparators.signals import (
 )
 from schemas.events import Output, Status, Task
 from streams.redaction import fingerprint, redact_score
+from streams.report import Agreement
+from streams.report_html import agreement_table
 from streams.wire import decode_pairs, encode_pairs
 from tests.builders import alpaca, event
 
@@ -232,3 +234,10 @@ def test_failed_arm_has_no_content_signals() -> None:
     assert s.outcome == Outcome.PAIRED
     assert s.candidate_refusal is None and s.negation_mismatch is None
     assert s.primary_truncated is None
+
+
+def test_report_shows_signal_rates_in_the_agreement_table() -> None:
+    row = Agreement("candidate", 10, 0.9, {"candidate_refusal": 0.1, "number_mismatch": 0.25})
+    html = agreement_table([row])
+    assert '<td class="l">refusals</td><td>10.0 %</td>' in html
+    assert "0.250" in html and "valid JSON" not in html  # absent signals get no row
