@@ -28,7 +28,7 @@ from judge.ramp import RampState
 from judge.stats import BoundedMeanCS, GaussianMixtureCS
 from pipeline.pairing import Pending
 from pipeline.windows import WindowState
-from schemas.events import decode_event
+from schemas.events import Event, decode_event
 
 _RECOVERY_MAX_BYTES = 1 << 31  # an event already accepted once is not re-checked for size
 
@@ -52,6 +52,17 @@ class CodecError(ValueError):
 
 
 # --------------------------------------------------------------------------- pairing
+
+
+def check_storable(event: Event) -> None:
+    """Raise `CodecError` for a valid event the pairing table could not hold: orjson reads
+    JSON nested up to 1024 levels (so `decode_event` accepts it in ``output.json``) but
+    writes at most 254, and the changelog record would fail after the batch was made."""
+    if event.output.json is not None:
+        try:
+            orjson.dumps(event.output.json)
+        except orjson.JSONEncodeError as exc:
+            raise CodecError(f"output.json cannot be stored: {exc}") from None
 
 
 def encode_pending(pending: Pending) -> bytes:

@@ -37,7 +37,7 @@ from judge.policy import Policy
 from pipeline.core import MemorySink, Pipeline, pairing_config
 from pipeline.pairing import Matched, Pairer, Pending
 from schemas.events import DeadLetter, InvalidEvent, decode_event
-from streams.codec import decode_pending, encode_pending
+from streams.codec import check_storable, decode_pending, encode_pending
 from streams.config import Settings
 from streams.metrics import Metrics
 from streams.redaction import redact_score
@@ -261,7 +261,7 @@ class PairingStage:
                 continue
             self.events_by_partition[task.partition] += 1
             kind = record_type(msg.headers)
-            if kind == WATERMARK:  # another task's progress, on the repartition topic
+            if kind == WATERMARK and msg.topic == s.topic_repartition:  # another task's progress
                 mark = Watermark.decode(msg.value)
                 task.forward[mark.partition] = mark.watermark_ms
                 continue
@@ -286,6 +286,7 @@ class PairingStage:
             self.counts["events"] += 1
             task.ended = False
             try:
+                check_storable(decoded)
                 matched = task.pairer.add(decoded)
                 self._count_shed(matched)
                 scores += task.score(matched)

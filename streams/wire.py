@@ -46,13 +46,14 @@ def pairing_partition(request_id: str, partitions: int) -> int:
 
 
 def record_type(headers: Any) -> bytes | None:
-    """The ``shadowlens-type`` header of a record (faust gives a list or a mapping)."""
+    """The ``shadowlens-type`` header of a record (faust gives a list or a mapping); a
+    null header value (any client may send one) is no type."""
     if not headers:
         return None
     items = headers.items() if isinstance(headers, dict) else headers
     for name, value in items:
         if name == TYPE_HEADER:
-            return bytes(value)
+            return bytes(value) if value is not None else None
     return None
 
 
