@@ -25,13 +25,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from prometheus_client.core import Metric
 
 from judge.policy import load_policy
 from streams.metrics import Metrics
-from streams.replay import TrafficSpec, built_payloads, run_replay
+from streams.replay import TrafficSpec, built_payloads, parse_start_time, run_replay
 from streams.store import Store
 from streams.traffic import Faults
 
@@ -206,6 +207,31 @@ def test_prometheus_panels_use_existing_metrics() -> None:
     for expr in exprs:
         names = metric_names_in(expr)
         assert names and names <= exposed, expr
+
+
+def test_the_dashboard_opens_on_the_compose_replay() -> None:
+    """`docker compose up` shows the migration live: the replayer moves the 2023 sample to
+    the present and paces it in real time, so every event it has published lies within the
+    dashboard's default range while it runs, and the whole run for most of an hour after."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    command = services["replayer"]["command"]
+    assert command[:2] == ["shadowlens", "publish"]
+    opts = dict(zip(command[2::2], command[3::2], strict=True))
+    assert opts["--rebase-time"] == "now"
+    assert float(opts["--speed"]) == 1.0  # event time = wall-clock time: nothing in the future
+    window = dashboard()["time"]
+    assert window["to"] == "now"
+    now_ms = 1_800_000_000_000
+    range_ms = now_ms - parse_start_time(window["from"], now_ms)
+    times = [
+        (e["start_time_ms"], e["end_time_ms"])
+        for e in map(orjson.loads, (raw for raw, _ in built_payloads(
+            TrafficSpec(start_ms=parse_start_time(opts["--rebase-time"], now_ms)), Faults()
+        )))
+    ]  # fmt: skip
+    span_ms = max(end for _, end in times) - min(start for start, _ in times)
+    assert min(start for start, _ in times) == now_ms
+    assert 5 * 60_000 < span_ms <= range_ms  # the whole run fits, with room to look back
 
 
 # ---- provisioning, Prometheus, ClickHouse ----------------------------------------------------
