@@ -21,7 +21,11 @@ at Azure trace arrivals, no faults) and produced once, keyed by request_id, to a
 Without Kafka, on the same events: the plain-Python `pipeline.core.Pipeline` (what
 `shadowlens replay` runs: decode, pair, score, window, judge) and the per-event cost of each
 step the worker takes (decode, pair, score, changelog and pairs encoding, the judging
-side's decode and window add), in microseconds per event.
+side's decode and window add), in CPU microseconds per event.
+
+Every row also gives the consumer's CPU time per event (the process's user + system time;
+for (b) and (c) sampled from /proc over the rate window, summed over workers): on a shared
+machine it moves far less with other load than events/s does, so compare runs on it.
 
 Rates: (a) and (a') are M over the time from the first record to the last. For (b) and (c) the
 workers' own counters (logged every 0.25 s, merged across workers) are read: the rate is
@@ -53,6 +57,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -114,8 +119,9 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 # --------------------------------------------------------------------------- (a) raw
 
 
-async def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
-    """Events/s of a plain aiokafka consumer that orjson-decodes every value."""
+async def raw_consume(bootstrap: str, topic: str, expected: int) -> tuple[float, float]:
+    """Events/s of a plain aiokafka consumer that orjson-decodes every value, and its CPU
+    microseconds per event."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
     )
@@ -130,6 +136,7 @@ async def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
         await consumer.seek_to_beginning(*tps)
         seen = 0
         first: float | None = None
+        cpu = 0.0
         while seen < expected:
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for records in batches.values():
@@ -139,8 +146,9 @@ async def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
                     orjson.loads(record.value)
                     seen += 1
             if first is None and seen:
-                first = time.perf_counter()
-        return expected / (time.perf_counter() - (first or time.perf_counter()))
+                first, cpu = time.perf_counter(), time.process_time()
+        cpu_us = (time.process_time() - cpu) * 1e6 / expected
+        return expected / (time.perf_counter() - (first or time.perf_counter())), cpu_us
     finally:
         await consumer.stop()
 
@@ -159,7 +167,7 @@ def noop_worker(expected: int, partitions: int) -> None:
 
     async def count(stream: Any) -> None:
         seen = 0
-        first: float | None = None
+        first: tuple[float, float] | None = None
         batches = stream.take_events(settings.batch_size, within=settings.batch_within_s)
         async for events in batches:
             for event in events:
@@ -167,9 +175,10 @@ def noop_worker(expected: int, partitions: int) -> None:
                     orjson.loads(event.message.value)
                     seen += 1
                 await stream.ack(event)
-            first = first or time.time()
+            first = first or (time.time(), time.process_time())
             if seen >= expected:
-                print(NOOP_MARK, orjson.dumps({"first": first, "last": time.time()}).decode())
+                last = (time.time(), time.process_time())
+                print(NOOP_MARK, orjson.dumps({"first": first, "last": last}).decode())
                 sys.stdout.flush()
 
     app.agent(source, name="noop")(count)
@@ -177,8 +186,11 @@ def noop_worker(expected: int, partitions: int) -> None:
     worker.execute_from_commandline()
 
 
-def faust_consume(env: dict[str, str], expected: int, partitions: int, workdir: Path) -> float:
-    """Events/s of `noop_worker`, from its first batch to its last record."""
+def faust_consume(
+    env: dict[str, str], expected: int, partitions: int, workdir: Path
+) -> tuple[float, float]:
+    """Events/s of `noop_worker`, from its first batch to its last record, and its CPU
+    microseconds per event."""
     log = workdir / "noop.log"
     args = ["--noop-worker", str(expected), "--partitions", str(partitions)]
     proc = spawn([sys.executable, __file__, *args], env, log)
@@ -189,8 +201,8 @@ def faust_consume(env: dict[str, str], expected: int, partitions: int, workdir: 
             mark = text.find(NOOP_MARK.encode())
             if mark >= 0 and text.find(b"\n", mark) > 0:
                 line = text[mark + len(NOOP_MARK) : text.find(b"\n", mark)]
-                times = orjson.loads(line)
-                return expected / (times["last"] - times["first"])
+                (t0, cpu0), (t1, cpu1) = orjson.loads(line).values()
+                return expected / (t1 - t0), (cpu1 - cpu0) * 1e6 / expected
             check_alive([proc], [log], deadline)
             time.sleep(0.2)
     finally:
@@ -240,6 +252,12 @@ def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[by
         )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def check_alive(procs: list[subprocess.Popen[bytes]], logs: list[Path], deadline: float) -> None:
     for p, log in zip(procs, logs, strict=True):
         if p.poll() is not None:
@@ -268,22 +286,27 @@ def run_workers(
     env = worker_env(bootstrap, events_topic, workdir)
     logs = [workdir / f"{env['SHADOWLENS_APP_ID']}-worker{i}.log" for i in range(workers)]
     procs = [spawn([SHADOWLENS, "worker"], env, log) for log in logs]
+    cpu: list[tuple[float, float]] = []  # (time, CPU seconds of all workers)
     try:
         deadline = time.monotonic() + 600
         while True:
+            cpu.append((time.time(), sum(cpu_seconds(p.pid) for p in procs)))
             stats = [stats_lines(log) for log in logs]
             written = max((s[-1].get("written", {}).get("pairs", 0) for s in stats if s), default=0)
             if written >= requests:
                 break
             check_alive(procs, logs, deadline)
-            time.sleep(0.5)
+            time.sleep(0.25)
     finally:
         stop(procs)
-    return rates(stats, requests)
+    return rates(stats, requests, cpu)
 
 
-def rates(stats: list[list[dict[str, Any]]], requests: int) -> dict[str, float]:
-    """Steady-state events/s over the window, from the workers' merged counters."""
+def rates(
+    stats: list[list[dict[str, Any]]], requests: int, cpu: list[tuple[float, float]]
+) -> dict[str, Any]:
+    """Steady-state events/s over the window, from the workers' merged counters, and the
+    workers' CPU microseconds per event over the same window."""
     m = 2 * requests
     # every worker owns partitions and has processed events from here on
     ready = max(
@@ -303,8 +326,11 @@ def rates(stats: list[list[dict[str, Any]]], requests: int) -> dict[str, float]:
     first = min(s["first_event_at"] for lines in stats for s in lines if s.get("first_event_at"))
     judge = next(lines for lines in stats if any(s.get("judging_tasks") for s in lines))
     done = next(s["at"] for s in judge if s.get("written", {}).get("pairs", 0) >= requests)
+    times, seconds = zip(*cpu, strict=True)
+    used = np.interp(end[0], times, seconds) - np.interp(start[0], times, seconds)
     return {
         "events_per_s": (end[1] - start[1]) / (end[0] - start[0]),
+        "cpu_us_per_event": used * 1e6 / (end[1] - start[1]),
         "window_s": end[0] - start[0],
         "all_in_clickhouse_s": done - first,
         "events_by_worker": [lines[-1].get("events", 0) for lines in stats],
@@ -314,27 +340,30 @@ def rates(stats: list[list[dict[str, Any]]], requests: int) -> dict[str, float]:
 # --------------------------------------------------------------------------- no Kafka
 
 
-def pipeline_rate(payloads: list[bytes]) -> float:
-    """Events/s of the plain-Python Pipeline (`shadowlens replay`'s) on the same events."""
+def pipeline_rate(payloads: list[bytes]) -> tuple[float, float]:
+    """Events/s of the plain-Python Pipeline (`shadowlens replay`'s) on the same events,
+    and its CPU microseconds per event."""
     pipeline = Pipeline(load_policy(), MemorySink())
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for raw in payloads:
         pipeline.feed(raw)
     pipeline.finish()
-    return len(payloads) / (time.perf_counter() - start)
+    n = len(payloads)
+    return n / (time.perf_counter() - start), (time.process_time() - cpu) * 1e6 / n
 
 
 def stage_costs(payloads: list[bytes]) -> dict[str, float]:
-    """Microseconds per event of each step the worker takes, run one step at a time over
-    the same events (scoring and the judging side run per pair: two events)."""
+    """CPU microseconds per event of each step the worker takes, run one step at a time
+    over the same events (scoring and the judging side run per pair: two events). CPU
+    time, not wall time, so that other load on the machine counts less."""
     policy = load_policy()
     n = len(payloads)
     costs: dict[str, float] = {}
 
     def timed(name: str, step: Any) -> Any:
-        start = time.perf_counter()
+        start = time.process_time()
         out = step()
-        costs[name] = (time.perf_counter() - start) * 1e6 / n
+        costs[name] = (time.process_time() - start) * 1e6 / n
         return out
 
     events = timed("decode", lambda: [decode_event(raw) for raw in payloads])
@@ -383,6 +412,11 @@ def cpu_scaling(n: int = 10_000_000) -> float:
 # --------------------------------------------------------------------------- main
 
 
+def row(label: str, rate: float, cpu_us: float, note: str = "") -> None:
+    """One line of the report: events/s and the consumer's CPU per event."""
+    print(f"{label:32s} {rate:10,.0f} events/s  cpu {cpu_us:6.1f} us/event{note}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="requests (2 events each)")
@@ -400,13 +434,13 @@ def main() -> None:
     payloads = [e.to_json() for e in events]
     m = len(payloads)
     print(f"{m} events ({args.requests} requests), {args.partitions} partitions", flush=True)
+    print(f"load average before: {os.getloadavg()[0]:.1f}", flush=True)
     costs = stage_costs(payloads)
     print(
         "per event, no Kafka (us): " + ", ".join(f"{k} {v:.1f}" for k, v in costs.items()),
         flush=True,
     )
-    plain = pipeline_rate(payloads)
-    print(f"plain-Python Pipeline, no Kafka: {plain:10,.0f} events/s", flush=True)
+    row("plain-Python Pipeline, no Kafka", *pipeline_rate(payloads))
 
     bootstrap, datadir = start_broker()
     try:
@@ -414,25 +448,21 @@ def main() -> None:
         asyncio.run(create_topic(bootstrap, topic, args.partitions))
         produced = asyncio.run(publish(payloads, bootstrap, topic, end_marker=True))
         print(f"produced in {produced.seconds:.1f} s", flush=True)
-        raw = asyncio.run(raw_consume(bootstrap, topic, m))
-        print(f"(a) raw aiokafka + orjson:       {raw:10,.0f} events/s", flush=True)
+        raw, raw_cpu = asyncio.run(raw_consume(bootstrap, topic, m))
+        row("(a) raw aiokafka + orjson", raw, raw_cpu)
         with tempfile.TemporaryDirectory(prefix="shadowlens-bench-") as tmp:
             env = worker_env(bootstrap, topic, Path(tmp))
-            noop = faust_consume(env, m, args.partitions, Path(tmp))
-            print(f"(a') no-op Faust agent + orjson: {noop:10,.0f} events/s", flush=True)
+            noop, noop_cpu = faust_consume(env, m, args.partitions, Path(tmp))
+            row("(a') no-op Faust agent + orjson", noop, noop_cpu)
             one = run_workers(bootstrap, topic, args.requests, 1, Path(tmp))
-            print(
-                f"(b) pipeline, 1 worker:          {one['events_per_s']:10,.0f} events/s"
-                f"  (all pairs in ClickHouse after {one['all_in_clickhouse_s']:.1f} s)",
-                flush=True,
-            )
+            note = f"  (all pairs in ClickHouse after {one['all_in_clickhouse_s']:.1f} s)"
+            row("(b) pipeline, 1 worker", one["events_per_s"], one["cpu_us_per_event"], note)
             two = run_workers(bootstrap, topic, args.requests, 2, Path(tmp))
-            print(
-                f"(c) pipeline, 2 workers:         {two['events_per_s']:10,.0f} events/s"
+            note = (
                 f"  (all pairs in ClickHouse after {two['all_in_clickhouse_s']:.1f} s;"
-                f" events per worker {two['events_by_worker']})",
-                flush=True,
+                f" events per worker {two['events_by_worker']})"
             )
+            row("(c) pipeline, 2 workers", two["events_per_s"], two["cpu_us_per_event"], note)
     finally:
         stop_broker(datadir)
     print(
