@@ -82,7 +82,6 @@ def _scrub(message: str) -> str:
 
 app = typer.Typer(
     cls=_Cli,
-    help="Shadow and canary analysis for LLM migrations: pair, compare, judge, ramp.",
     epilog=epilog(),
     no_args_is_help=True,
     add_completion=False,
@@ -195,9 +194,13 @@ def _open_store(dsn: str) -> Store:
 
 
 @db.command("migrate")
-def db_migrate(dsn: DsnOption = DEFAULT_DSN, config: ConfigOption = None) -> None:
+def db_migrate(
+    dsn: DsnOption = DEFAULT_DSN, progress: ProgressOption = True, config: ConfigOption = None
+) -> None:
     """Create the database and apply pending DDL migrations (idempotent)."""
-    with _open_store(dsn) as store:
+    from streams.progress import spinner
+
+    with spinner(f"migrating {redact_dsn(dsn)}", enabled=progress), _open_store(dsn) as store:
         applied = store.migrate()
     console.print(f"applied: {', '.join(applied)}" if applied else "up to date")
 
