@@ -157,7 +157,7 @@ class ClickHouseWriter:
     def close(self) -> None:
         if self.is_open:
             self.is_open = False
-            self._submit(self._close)
+            self._submit(self._close, check=False)  # also after a failed write
 
     def shutdown(self) -> None:
         """Close the store and stop the thread, waiting for queued writes. A write that is
@@ -314,8 +314,9 @@ class ClickHouseWriter:
             raise RuntimeError("ClickHouse store is not open")
         return self._sink
 
-    def _submit(self, fn: Callable[[], Any], rows: int = 0) -> None:
-        self._raise_error()
+    def _submit(self, fn: Callable[[], Any], rows: int = 0, *, check: bool = True) -> None:
+        if check:
+            self._raise_error()
         self.submitted_rows += rows
         fut = self._executor.submit(fn)
         fut.add_done_callback(self._remember_error)
