@@ -649,7 +649,7 @@ def worker(
         ctx,
         kafka_bootstrap=bootstrap,
         app_id=app_id,
-        processing_guarantee=processing_guarantee,
+        processing_guarantee=processing_guarantee and processing_guarantee.lower(),
         web_port=web_port,
         dsn=dsn,
         policy=policy_path,
