@@ -212,3 +212,29 @@ def test_http_endpoint_serves_the_registry_on_loopback(served) -> None:
         body = resp.read().decode()
     assert 'shadowlens_dead_letters_total{reason="invalid_json"} 1.0' in body
     assert "python_gc" not in body  # not the global registry
+
+
+def test_shed_requests_counted_per_experiment() -> None:
+    metrics = Metrics(max_experiments=1)
+    metrics.observe_shed("exp-a", 20)
+    metrics.observe_shed("exp-a", 5)
+    metrics.observe_shed("exp-b", 7)  # over the experiment cap
+    samples = scrape(metrics)
+    assert total(samples, NAMES.pairs_shed, experiment="exp-a") == 25
+    assert total(samples, NAMES.pairs_shed, experiment=OTHER) == 7
+
+
+def test_store_health_is_read_at_scrape_time() -> None:
+    class Writer:
+        healthy, backpressure, buffered_rows = True, False, 0
+
+    metrics, writer = Metrics(), Writer()
+    metrics.watch_store(writer)
+    assert total(scrape(metrics), NAMES.store_healthy) == 1
+    writer.healthy, writer.backpressure, writer.buffered_rows = False, True, 1234
+    metrics.store_retries.inc(3)
+    samples = scrape(metrics)
+    assert total(samples, NAMES.store_healthy) == 0
+    assert total(samples, NAMES.store_backpressure) == 1
+    assert total(samples, NAMES.store_buffered) == 1234
+    assert total(samples, NAMES.store_retries) == 3
