@@ -710,6 +710,7 @@ def publish(
     """
     import asyncio
 
+    from streams.kafka_security import aiokafka_options
     from streams.progress import progress_bar
     from streams.publish import Published
     from streams.publish import publish as publish_payloads
@@ -736,6 +737,7 @@ def publish(
                 misroute_share=misroute_share,
                 seed=seed,
                 on_sent=lambda n: bar.update(task, completed=n),
+                client_options=aiokafka_options(settings),  # TLS / SASL from the env
             )
 
     result = asyncio.run(run())
