@@ -12,7 +12,8 @@ on every pair:
   ...") are not refusals. A ``content_filter`` finish reason is one.
 * truncation: the finish reason says the token limit cut the answer off.
 * numbers: numeric tokens (integers, decimals, percentages, thousands separators) of both
-  answers compared as sets; list markers ("1. ", "2) ") are not numbers.
+  answers compared as sets (Jaccard distance); list markers ("1. ", "2) ") and digits inside
+  words ("IP3") are not numbers; signs and number words ("three") are not seen.
 * negation: clauses that are otherwise alike (content-word Jaccard >= 0.6) but differ in
   the parity of their negation cues. Limits: only explicit cues (not, no, never, n't,
   cannot, ...), not antonyms ("compatible"/"incompatible"), so it misses contradictions
@@ -116,7 +117,7 @@ def is_truncated(finish_reason: str | None) -> bool | None:
 # ---------------------------------------------------------------------------------- numbers
 
 _LIST_MARKER = re.compile(r"\n[ \t]*\d{1,3}[.)][ \t]")  # "1. ", "2) " at a line start
-_NUMBER = re.compile(r"\d[\d,.]*%?")
+_NUMBER = re.compile(r"\d(?<![A-Za-z_\d]\d)[\d,.]*%?")  # not in words: "IP3", "#FFA07A"
 _THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?%?")
 
 
