@@ -46,15 +46,19 @@ class ConfigFile:
 
     def env(self) -> dict[str, str]:
         """``[worker]`` as the ``SHADOWLENS_*`` variables that would say the same."""
-        return {PREFIX + k.upper(): _env_text(v) for k, v in self.worker.items()}
+        return _as_env(self.worker)
 
     def settings_env(self, environ: Mapping[str, str]) -> dict[str, str]:
         """What `Settings.from_env` reads: the file, overridden by non-empty variables."""
         return self.env() | {k: v for k, v in environ.items() if v.strip()}
 
 
-def _env_text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+def _as_env(table: Mapping[str, Any]) -> dict[str, str]:
+    """TOML values as environment strings (booleans as true/false)."""
+    return {
+        PREFIX + k.upper(): str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in table.items()
+    }
 
 
 def _type_ok(type_name: str, value: Any) -> bool:
@@ -84,7 +88,7 @@ def _check_worker(table: Any, path: Path) -> dict[str, Any]:
         if not _type_ok(types[key], value):
             raise ConfigFileError(f"{path}: [{WORKER}] {key} must be {types[key]}")
     try:  # cross-field rules (topic names differ, heartbeat below session timeout...)
-        Settings.from_env(env={PREFIX + k.upper(): _env_text(v) for k, v in table.items()})
+        Settings.from_env(env=_as_env(table))
     except SettingsError as exc:
         raise ConfigFileError(f"{path}: [{WORKER}]: {exc}") from None
     return dict(table)
