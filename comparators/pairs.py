@@ -161,6 +161,9 @@ def _content_scores(
     structured = primary.output.json is not None or other.output.json is not None
     if structured or primary.task == Task.EXTRACTION:
         p_doc, o_doc = json_doc(primary), json_doc(other)  # JSON answered as text counts too
+    else:
+        p_doc = o_doc = UNPARSED
+    if p_doc is not UNPARSED or o_doc is not UNPARSED:
         diff = json_diff(None if p_doc is UNPARSED else p_doc, None if o_doc is UNPARSED else o_doc)
         scores.update(
             json_field_agreement=diff.field_agreement,

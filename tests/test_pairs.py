@@ -155,3 +155,16 @@ def test_score_pair_normalises_once_yet_matches_text_lexical_similarity() -> Non
         assert s.exact_match == (normalize(p) == normalize(c))
     same = score_pair(event(text="Hello  World"), event(arm="candidate", text="hello world"), {})
     assert same.exact_match and same.lexical_similarity == 1.0
+
+
+def test_extraction_answered_as_json_text_is_diffed_field_by_field() -> None:
+    def ext(arm: str, text: str) -> object:
+        return event(arm=arm, task=Task.EXTRACTION, text=text)
+
+    p = ext("primary", '{"city": "Köln", "zip": "50667"}')
+    same_city = score_pair(p, ext("candidate", '{"city": "Köln", "zip": "50668"}'), {})
+    assert same_city.json_changed == ("/zip",) and same_city.quality == pytest.approx(0.5)
+    broken = score_pair(p, ext("candidate", '{"city": "Köln", '), {})
+    assert broken.quality == 0.0 and broken.candidate_json_valid is False
+    neither = score_pair(ext("primary", "no JSON"), ext("candidate", "none here"), {})
+    assert neither.json_field_agreement is None and neither.quality is None
