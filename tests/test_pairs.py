@@ -10,7 +10,7 @@ from comparators.cost import Price, call_cost_usd
 from comparators.json_diff import json_diff
 from comparators.pairs import Outcome, embedding_cosine, score_orphan, score_pair, score_split
 from comparators.text import length_ratio, lexical_similarity, normalize
-from schemas.events import Arm, Output, Status, Task
+from schemas.events import Arm, Event, Output, Status, Task
 from tests.builders import alpaca, event
 
 
@@ -158,7 +158,7 @@ def test_score_pair_normalises_once_yet_matches_text_lexical_similarity() -> Non
 
 
 def test_extraction_answered_as_json_text_is_diffed_field_by_field() -> None:
-    def ext(arm: str, text: str) -> object:
+    def ext(arm: str, text: str) -> Event:
         return event(arm=arm, task=Task.EXTRACTION, text=text)
 
     p = ext("primary", '{"city": "Köln", "zip": "50667"}')
