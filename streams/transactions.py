@@ -35,17 +35,31 @@ agree again.
    markers), counts the gap as acknowledged, and commits past records never processed
    (faust-streaming issues #216 and #596 describe the same family). Here the resume waits
    until the seek is done.
+6. Table recovery asks the broker where each changelog ends. Under exactly_once Faust
+   answers from the consumer's cached last stable offset instead, which is unknown (None,
+   read as "empty") for a changelog partition not fetched yet: a restarted worker then
+   rebuilt nothing and went on from its committed offsets with empty tables (seen after a
+   kill -9: pending halves forgotten, swept as orphans, watermarks restarted at 0). Here
+   `highwaters` asks the broker: the last stable offset (read_committed ListOffsets; the
+   producers of the task transactions are initialised before recovery, and initialising
+   one completes its killed predecessor's transaction first, so that offset is final).
+   Faust then reads up to the record before it, which under transactions is a commit or
+   abort marker that never reaches a consumer: it waited two idle 5 s polls before giving
+   up on it, 10 s of every start. So the offset passed on is the one right after the last
+   record a read_committed consumer gets (`after_last_records`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -224,6 +238,29 @@ class ShadowConsumer(faust_aiokafka.Consumer):
             tps, self._resume_after_seek = self._resume_after_seek or set(), None
             super().resume_partitions(tps)
 
+    async def highwaters(self, *partitions: TP) -> Mapping[TP, int]:
+        """Where each changelog partition ends, from the broker (point 6 of the module doc)."""
+        thread: Any = self._thread
+        ends = await thread.call_thread(thread._ensure_consumer().end_offsets, list(partitions))
+        if not self.in_transaction:
+            return ends  # type: ignore[no-any-return]
+        conf, transport = self.app.conf, self.transport
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=faust_aiokafka.server_list(transport.url, transport.default_port),
+            client_id=f"{conf.broker_client_id}-recovery",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            max_partition_fetch_bytes=conf.consumer_max_fetch_size,
+            **faust_aiokafka.credentials_to_aiokafka_auth(
+                conf.broker_credentials, conf.ssl_context
+            ),
+        )
+        await reader.start()
+        try:
+            return await after_last_records(reader, ends)
+        finally:
+            await reader.stop()
+
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
         app: ShadowApp = self.app  # type: ignore[assignment]
         if app.failed is not None:
@@ -244,6 +281,39 @@ class ShadowConsumer(faust_aiokafka.Consumer):
                 await app.crash(exc)
                 raise
         return done
+
+
+async def after_last_records(
+    reader: AIOKafkaConsumer, ends: Mapping[TP, int], timeout_s: float = 60.0
+) -> dict[TP, int]:
+    """Per partition, the offset right after the last record `reader` (read_committed)
+    gets below `ends` (the last stable offsets), or the first offset when it gets none:
+    transaction markers and aborted records at the tail are skipped. Reads backwards from
+    the end in growing windows; usually the first 64 offsets hold a record."""
+    begins = await reader.beginning_offsets(list(ends))
+    out = {tp: begins[tp] for tp in ends}
+    todo = {tp: end for tp, end in ends.items() if end > begins[tp]}
+    window = 64
+    while todo:
+        starts = {tp: max(begins[tp], end - window) for tp, end in todo.items()}
+        reader.assign(list(todo))
+        for tp, start in starts.items():
+            reader.seek(tp, start)
+        last: dict[TP, int] = {}
+        deadline = time.monotonic() + timeout_s
+        while [tp for tp, end in todo.items() if await reader.position(tp) < end]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"changelog tails unread after {timeout_s} s: {todo}")
+            for tp, records in (await reader.getmany(timeout_ms=200)).items():
+                below = [r.offset for r in records if r.offset < todo[tp]]
+                if below:
+                    last[tp] = max(below)
+        for tp in list(todo):
+            if tp in last or starts[tp] == begins[tp]:
+                out[tp] = last[tp] + 1 if tp in last else begins[tp]
+                del todo[tp]
+        window *= 8
+    return out
 
 
 class ShadowTransport(faust_aiokafka.Transport):
