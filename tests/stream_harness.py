@@ -21,12 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from judge.policy import load_policy
+from pipeline.windows import window_start
+from schemas.events import Arm, Event
 from streams.app import STATS_MARK
 from streams.publish import publish
+from streams.store import Store
 
 SHADOWLENS = str(Path(sys.executable).with_name("shadowlens"))
+KAFKA_SH = Path(__file__).resolve().parents[1] / "scripts" / "kafka.sh"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
@@ -168,6 +174,30 @@ def publish_payloads(bootstrap: str, topic: str, payloads: Sequence[bytes], **kw
     asyncio.run(publish(payloads, bootstrap, topic, max_request_size=MAX_MESSAGE_BYTES, **kw))
 
 
+RawRecord = tuple[bytes | None, bytes, list[tuple[str, bytes | None]], int | None]
+
+
+async def _send_raw(bootstrap: str, topic: str, records: Sequence[RawRecord]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", max_request_size=MAX_MESSAGE_BYTES
+    )
+    await producer.start()
+    try:
+        sent = [
+            await producer.send(topic, value, key=key, headers=headers, partition=partition)
+            for key, value, headers, partition in records
+        ]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+def send_raw(bootstrap: str, topic: str, records: Sequence[RawRecord]) -> None:
+    """Produce (key, value, headers, partition) records exactly as given, in order: any
+    key (none, not UTF-8), any headers (null values too), a partition or None."""
+    asyncio.run(_send_raw(bootstrap, topic, records))
+
+
 async def _drain(bootstrap: str, topic: str, isolation_level: str) -> list[Any]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
@@ -222,3 +252,93 @@ def bounded_shuffle(items: Sequence[Any], horizon: int, seed: int) -> list[Any]:
     rng = random.Random(seed)
     keyed = sorted(range(len(items)), key=lambda i: i + rng.uniform(0, horizon))
     return [items[i] for i in keyed]
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+def expected_outcomes(events: Sequence[Event]) -> dict[str, str]:
+    """request id -> the outcome its pairs row must have (a request whose candidate was
+    dropped is a `candidate_missing` orphan)."""
+    arms: dict[str, set[str]] = {}
+    for e in events:
+        arms.setdefault(e.request_id, set()).add(str(e.arm))
+    return {
+        rid: "paired" if str(Arm.CANDIDATE) in a else "candidate_missing" for rid, a in arms.items()
+    }
+
+
+def last_window_end(events: Sequence[Event]) -> int:
+    """`decided_at_ms` of the decision on the last window (see `final_decision_seen`)."""
+    size_ms = load_policy().windows.size_ms
+    return window_start(max(e.start_time_ms for e in events), size_ms) + size_ms
+
+
+def store_counts(dsn: str, expected: dict[str, str]) -> dict[str, int]:
+    """What ClickHouse holds against `expected`: pairs lost, pairs stored twice (rows of one
+    request under FINAL, or -- merges pending -- distinct keys beyond one per request),
+    pairs with the wrong outcome, and requests that windows counted more (or fewer) times
+    than once. All zero when nothing was lost or double-counted."""
+    with Store.open(dsn) as store:
+        final = store.query("SELECT request_id, outcome FROM pairs FINAL").result_rows
+        unique = store.query("SELECT uniqExact(request_id, comparison) FROM pairs").result_rows
+        windowed = store.query(
+            "SELECT sum(n_requests), sum(n_paired), sum(n_candidate_missing) FROM windows FINAL"
+        ).result_rows[0]
+    stored = dict(final)
+    n_paired = sum(1 for o in expected.values() if o == "paired")
+    return {
+        "pairs_expected": len(expected),
+        "lost": len(expected.keys() - stored.keys()),
+        "duplicate_pairs": (len(final) - len(stored)) + max(0, unique[0][0] - len(expected)),
+        "wrong_outcome": sum(1 for rid, o in stored.items() if expected.get(rid, o) != o),
+        "unexpected": len(stored.keys() - expected.keys()),
+        "duplicate_window_counts": int(windowed[0] or 0) - len(expected),
+        "window_paired_off": int(windowed[1] or 0) - n_paired,
+        "window_orphans_off": int(windowed[2] or 0) - (len(expected) - n_paired),
+    }
+
+
+def report(capsys: pytest.CaptureFixture[str], **counts: object) -> None:
+    """One `RELIABILITY key=value ...` line on the terminal, even under -q (issue 6)."""
+    with capsys.disabled():
+        print("\nRELIABILITY " + " ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
+
+
+# --------------------------------------------------------------------------- own broker
+
+
+class Broker:
+    """A broker of its own (`scripts/kafka.sh`) for tests that stop it: the suite's shared
+    broker must stay up. `halt` and `resume` keep its data dir and port."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "KAFKA_OWNER_PID": str(os.getpid())}  # stopped if pytest dies
+        out = self._sh("start", env=env)
+        values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        self.bootstrap = values["KAFKA_BOOTSTRAP"]
+        self.datadir = values["KAFKA_DATADIR"]
+
+    @staticmethod
+    def _sh(*args: str, env: dict[str, str] | None = None) -> str:
+        done = subprocess.run(
+            ["bash", str(KAFKA_SH), *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"kafka.sh {' '.join(args)} failed:\n{done.stderr}")
+        return done.stdout
+
+    def halt(self) -> None:
+        self._sh("halt", self.datadir)
+
+    def resume(self) -> None:
+        env = {**os.environ, "KAFKA_OWNER_PID": str(os.getpid())}
+        self._sh("resume", self.datadir, env=env)
+
+    def stop(self) -> None:
+        self._sh("stop", self.datadir)
