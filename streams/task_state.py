@@ -78,6 +78,16 @@ class TaskTable(Table):
             store.data.pop(key, None)  # the memory store's dict: no changelog record
 
 
+# A worker rebuilds its tables from the whole changelog at every start (memory store).
+# Compaction keeps each key's last value only, but never in the active segment, and with
+# Kafka's 1 GiB default a changelog is one active segment for hours: the smallest segment
+# that still holds the largest record lets the cleaner keep recovery short.
+CHANGELOG_CONFIGS = {
+    "max.message.bytes": str(MAX_RECORD_BYTES),
+    "segment.bytes": str(MAX_RECORD_BYTES),
+}
+
+
 def task_table(app: Any, name: str, partitions: int) -> TaskTable:
     """Declare a `TaskTable` on `app`."""
     table = TaskTable(
@@ -87,7 +97,7 @@ def task_table(app: Any, name: str, partitions: int) -> TaskTable:
         value_type=bytes,
         partitions=partitions,
         beacon=app.tables.beacon,
-        extra_topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)},
+        extra_topic_configs=CHANGELOG_CONFIGS,
     )
     return app.tables.add(table)  # type: ignore[no-any-return]
 
