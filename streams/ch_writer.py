@@ -160,11 +160,11 @@ class ClickHouseWriter:
             self._submit(self._close, check=False)  # also after a failed write
 
     def shutdown(self) -> None:
-        """Close the store and stop the thread, waiting for queued writes. A write that is
-        still failing gives up: its records were never committed and will be read again."""
+        """Close the store and stop the thread, waiting for queued writes. A write that
+        fails now is not retried: the worker's last commit is behind it, so its records
+        are read again by the next worker."""
         self.close()
-        if not self.healthy:
-            self._stopping.set()
+        self._stopping.set()
         self._executor.shutdown(wait=True)
 
     def _open(self) -> None:
