@@ -23,6 +23,7 @@ flushed (`Pairer.flush`) and it reports the end watermark.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
@@ -42,7 +43,7 @@ from streams.config import Settings
 from streams.metrics import Metrics
 from streams.redaction import redact_score
 from streams.semantic_stage import SemanticStage
-from streams.task_state import Positions, Record, TaskState, changelog, in_task, produce, task_table
+from streams.task_state import Positions, Record, TaskState, changelog, in_task, send, task_table
 from streams.wire import (
     END_MS,
     END_OF_INPUT,
@@ -155,6 +156,9 @@ class PairingTask:
         self.meta["swept"] = self.swept_ms
 
 
+Done = tuple[PairingTask, list[Record], list[PairScore]]  # a task's batch: records, scores
+
+
 class PairingStage:
     """Tables, agent and timer of the pairing side, wired into `app` by `register`."""
 
@@ -245,12 +249,10 @@ class PairingStage:
         by_partition: dict[int, list[Any]] = defaultdict(list)
         for event in events:
             by_partition[event.message.partition].append(event)
-        for partition, batch in by_partition.items():
-            task = self.task(partition)
-            with in_task(task.tp):
-                await self._process(task, batch)
+        done = [self._process(self.task(p), batch) for p, batch in by_partition.items()]
+        await self._emit(done)
 
-    async def _process(self, task: PairingTask, batch: Sequence[Any]) -> None:
+    def _process(self, task: PairingTask, batch: Sequence[Any]) -> Done:
         s = self.settings
         sends: list[Record] = []
         scores: list[PairScore] = []
@@ -294,8 +296,7 @@ class PairingStage:
                 log.exception("pairing failed for %s", source)
                 letter = DeadLetter("processing_error", repr(exc)[:500], raw, now_ms, None, source)
                 self._dead(sends, letter, msg.key)
-        scores += self._advance(task)
-        await self._emit(task, sends, scores)
+        return task, sends, scores + self._advance(task)
 
     def _count_shed(self, matched: Matched) -> None:
         """The pairing table hit `pairing.max_pending` and closed open requests early."""
@@ -318,9 +319,29 @@ class PairingStage:
         value, headers = dead_letter_record(letter)
         sends.append((self.settings.topic_deadletter, key, value, None, headers))
 
-    async def _emit(self, task: PairingTask, sends: list[Record], scores: list[PairScore]) -> None:
-        """Produce, wait for the broker, then persist the state (see `docs/streaming.md`:
-        outputs are durable before the state that says they were made)."""
+    async def _emit(self, done: list[Done]) -> None:
+        """Produce every task's outputs, wait for the broker, then persist every task's
+        state (see `docs/streaming.md`: outputs are durable before the state that says
+        they were made). Each record goes out in its task's transaction; the broker is
+        waited for twice per batch, not twice per task in it."""
+        outputs = [
+            (task, sends + await self._pair_records(scores) + self._watermarks(task))
+            for task, sends, scores in done
+        ]
+        futures = []
+        for task, records in outputs:
+            with in_task(task.tp):
+                futures += await send(self.app, records)
+        await asyncio.gather(*futures)
+        futures = []
+        for task, _ in outputs:
+            task.remember()
+            with in_task(task.tp):
+                futures += await send(self.app, changelog(task.state) + changelog(task.meta))
+        await asyncio.gather(*futures)
+
+    async def _pair_records(self, scores: list[PairScore]) -> list[Record]:
+        """Scored pairs as ``shadow.pairs`` records, keyed by experiment."""
         s = self.settings
         if self.semantic is not None:  # before redaction: it reads the bodies
             scores = await self.semantic.enrich(scores)
@@ -330,13 +351,11 @@ class PairingStage:
             if s.redact:  # bodies never leave the pairing stage
                 score = redact_score(score)
             by_experiment[score.experiment].append(score)
-        for experiment, group in by_experiment.items():
-            key = experiment.encode()
-            sends += [(s.topic_pairs, key, v, None, _PAIRS_H) for v in encode_pairs(group)]
-        sends += self._watermarks(task)
-        await produce(self.app, sends)
-        task.remember()
-        await produce(self.app, changelog(task.state) + changelog(task.meta))
+        return [
+            (s.topic_pairs, experiment.encode(), value, None, _PAIRS_H)
+            for experiment, group in by_experiment.items()
+            for value in encode_pairs(group)
+        ]
 
     def _watermarks(self, task: PairingTask) -> list[Record]:
         """Progress records, when they changed (or went unsent for `REPUBLISH_S`): the
@@ -364,10 +383,9 @@ class PairingStage:
 
     async def tick(self) -> None:
         """Timer: sweep orphans by the watermark and publish progress, per task."""
-        for task in list(self.tasks.values()):
+        for task in self.tasks.values():
             task.follow_if_idle(self.settings.idle_after_s)
-            with in_task(task.tp):
-                await self._emit(task, [], self._advance(task))
+        await self._emit([(task, [], self._advance(task)) for task in list(self.tasks.values())])
 
     def stats(self) -> dict[str, Any]:
         return {

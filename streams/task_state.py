@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -229,14 +229,20 @@ def changelog(state: TaskState[Any, Any]) -> list[Record]:
     return [(topic, key, value, state.partition, None) for key, value in state.changes()]
 
 
-async def produce(app: Any, records: list[Record]) -> None:
-    """Send `records` (in the running task's transaction under exactly-once) and wait
-    until the broker has them all."""
+async def send(app: Any, records: list[Record]) -> list[Awaitable[Any]]:
+    """Hand `records` to the producer (in the running task's transaction under
+    exactly-once); the broker has them once every returned future is done. Several tasks
+    can send and then wait once (`produce` waits for one list)."""
     if not records:
-        return
+        return []
     producer = await app.maybe_start_producer()
-    futures = [
+    return [
         await producer.send(topic, key, value, partition, None, headers)
         for topic, key, value, partition, headers in records
     ]
-    await asyncio.gather(*futures)
+
+
+async def produce(app: Any, records: list[Record]) -> None:
+    """Send `records` (in the running task's transaction under exactly-once) and wait
+    until the broker has them all."""
+    await asyncio.gather(*await send(app, records))
