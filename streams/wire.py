@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -38,6 +39,8 @@ DLQ_KEEP_BYTES = 64 * 1024  # a `too_large` event keeps this much of its value i
 
 _TUPLE_FIELDS = {f.name for f in fields(PairScore) if str(f.type).startswith("tuple")}
 _PAIR_FIELDS = {f.name for f in fields(PairScore)}
+_in_field_order = itemgetter(*(f.name for f in fields(PairScore)))
+_OUTCOMES = {str(o): o for o in Outcome}
 
 
 def pairing_partition(request_id: str, partitions: int) -> int:
@@ -82,12 +85,13 @@ def decode_pairs(raw: bytes) -> list[PairScore]:
 
 
 def _pair(doc: dict[str, Any]) -> PairScore:
-    doc = {k: v for k, v in doc.items() if k in _PAIR_FIELDS}  # newer writers may add fields
-    doc["outcome"] = Outcome(doc["outcome"])
+    doc["outcome"] = _OUTCOMES[doc["outcome"]]
     for name in _TUPLE_FIELDS:
         if name in doc:
             doc[name] = tuple(doc[name])
-    return PairScore(**doc)
+    if doc.keys() == _PAIR_FIELDS:  # positional: keyword matching is slow for parsed keys
+        return PairScore(*_in_field_order(doc))
+    return PairScore(**{k: v for k, v in doc.items() if k in _PAIR_FIELDS})  # other versions
 
 
 @dataclass(frozen=True, slots=True)
