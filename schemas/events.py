@@ -145,6 +145,10 @@ class InvalidEvent(ValueError):
 
 
 _validate = fastjsonschema.compile(load_json_schema("event.v1.json"))
+# the schema's enums, looked up without Enum.__call__ (decoding runs once per event)
+_ARMS = {str(m): m for m in Arm}
+_TASKS = {str(m): m for m in Task}
+_STATUSES = {str(m): m for m in Status}
 
 
 def decode_event(raw: bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
@@ -190,14 +194,14 @@ def _from_valid(doc: dict[str, Any]) -> Event:
     return Event(
         request_id=doc["request_id"],
         experiment=doc["experiment"],
-        arm=Arm(doc["arm"]),
+        arm=_ARMS[doc["arm"]],
         segment=doc["segment"],
-        task=Task(doc["task"]),
+        task=_TASKS[doc["task"]],
         provider=doc["provider"],
         model=doc["model"],
         start_time_ms=start,
         latency_ms=float(doc["latency_ms"]),
-        status=Status(doc["status"]),
+        status=_STATUSES[doc["status"]],
         mode=doc.get("mode", "shadow"),
         end_time_ms=end,
         ttft_ms=doc.get("ttft_ms"),
