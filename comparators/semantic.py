@@ -251,6 +251,9 @@ class OnnxEncoder:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        # No busy-waiting between ops: on a few shared cores (the worker's event loop runs
+        # beside the encoder thread) spinning threads cost more than they save.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(path / "model.onnx"), so, providers=["CPUExecutionProvider"]
         )
