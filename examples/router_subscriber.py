@@ -6,7 +6,8 @@
 Prints one JSON line per change of weights on stdout, e.g.
 ``{"experiment": "...", "epoch": 3, "primary": 95.0, "candidate": 5.0, "frozen": false,
 "lease_expires_at_ms": ..., "at_ms": ...}``, and with ``--out`` keeps the latest line in
-that file (replaced atomically: a gateway or a sidecar can poll it). What each message did
+that file (replaced atomically: a gateway or a sidecar can poll it). Kafka TLS/SASL comes from
+the worker's SHADOWLENS_KAFKA_* settings. What each message did
 (applied, renewed, stale, rejected ...) is logged on stderr.
 
 How it follows the contract (`streams.router` has the rules):
@@ -36,14 +37,16 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from streams.config import Settings
 from streams.control import SIGNING_KEY_ENV, InvalidSignature, signing_key, verify
+from streams.kafka_security import aiokafka_options
 from streams.router import Outcome, RouterState
 
 log = logging.getLogger("router_subscriber")
@@ -145,8 +148,11 @@ async def follow(
     from_beginning: bool = True,
     ready: asyncio.Event | None = None,
     clock: Callable[[], int] = now_ms,
+    security: Mapping[str, Any] | None = None,
 ) -> None:
-    """Read `topic` until `stop` is set, applying every record and ticking the lease."""
+    """Read `topic` until `stop` is set, applying every record and ticking the lease.
+
+    `security`: aiokafka's TLS/SASL keyword arguments (`streams.kafka_security`)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -154,6 +160,7 @@ async def follow(
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
         client_id=f"shadowlens-router-{subscriber.state.experiment}",
+        **(security or {}),
     )
     await consumer.start()
     try:
@@ -219,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         await follow(
             args.bootstrap, args.topic, subscriber, writer, stop,
             tick_ms=args.tick_ms, from_beginning=not args.from_end,
+            security=aiokafka_options(Settings.from_env()),  # SHADOWLENS_KAFKA_* TLS/SASL
         )  # fmt: skip
 
     asyncio.run(run())

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from comparators.cost import Price
 from judge.policy import Policy
 from judge.verdicts import Action, Metric, Verdict
-from streams.store import Store
+from streams.store import Store, redact_dsn
 
 DAYS_PER_MONTH = 365.25 / 12
 SECONDS_PER_MONTH = DAYS_PER_MONTH * 86_400
@@ -376,18 +375,6 @@ class ReportData:
 
 
 # ---- pure pieces ----------------------------------------------------------------------------
-
-
-def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by ``***`` (it is printed in the report)."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _float(v: Any) -> float | None:
