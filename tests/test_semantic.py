@@ -15,8 +15,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -317,3 +319,123 @@ def test_cached_real_encoder_skips_repeated_outputs(onnx_encoder, alpaca_pairs):
     second = semantic_similarity(enc, pairs)
     assert calls == [len(distinct)]
     np.testing.assert_array_equal(first, second)
+
+
+# --------------------------------------------------------------------------------------------
+# the job: replay --semantic and the worker's SHADOWLENS_SEMANTIC, with a tight budget
+# --------------------------------------------------------------------------------------------
+
+SEMANTIC_REQUESTS = 60  # of the shipped sample: ~12 s of event time
+TIGHT_BUDGET = "[semantic]\nmax_pairs_per_s = 0.5\nburst_pairs = 8\nmin_sample_fraction = 0.05\n"
+
+
+def _tight_policy(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.toml"
+    path.write_text(TIGHT_BUDGET)
+    return path
+
+
+def _check_sampled(scores) -> tuple[int, int]:
+    """Measured pairs carry one cosine and 1/p >= 1; the others weight 0 and no cosine."""
+    measured = [s for s in scores if s.semantic_similarity is not None]
+    unsampled = [s for s in scores if s.weight == 0]
+    assert len(measured) + len(unsampled) == SEMANTIC_REQUESTS
+    assert all(-1.0 <= s.semantic_similarity <= 1.0 and s.weight >= 1.0 for s in measured)
+    assert all(s.semantic_similarity is None for s in unsampled)
+    return len(measured), len(unsampled)
+
+
+@pytest.mark.semantic
+def test_replay_with_semantic_onnx_samples_over_budget(onnx_encoder, tmp_path):
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+
+    args = ["replay", "--semantic", "onnx", "--requests", str(SEMANTIC_REQUESTS)]
+    args += ["--no-store", "--no-progress", "--policy", str(_tight_policy(tmp_path))]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    counts = dict(re.findall(r"(semantic\.\w+)=(\d+)", result.output))
+    measured, unsampled = int(counts["semantic.measured"]), int(counts["semantic.unsampled"])
+    assert measured + unsampled == SEMANTIC_REQUESTS and 8 <= measured < SEMANTIC_REQUESTS
+    assert f"semantic: {measured} of {SEMANTIC_REQUESTS} text pairs measured" in result.output
+
+
+@pytest.mark.semantic
+def test_replay_semantic_scores_weights_and_windows(onnx_encoder):
+    from judge.policy import parse_policy
+    from pipeline.windows import ClosedWindow
+    from streams.replay import TrafficSpec, built_payloads, run_replay
+    from streams.semantic_stage import make_cascade
+    from streams.traffic import Faults
+
+    policy = parse_policy(tomllib.loads(TIGHT_BUDGET))
+    payloads = built_payloads(TrafficSpec(requests=SEMANTIC_REQUESTS), Faults())
+    cascade = make_cascade("onnx", policy)
+    result = run_replay(payloads, policy, None, show_progress=False, enrich=cascade)
+    measured, unsampled = _check_sampled(result.memory.scores)
+    assert unsampled > 0, "the tight budget must sample"
+    windows: list[ClosedWindow] = result.memory.closed
+    assert sum(w.aggregate.quality_measured for w in windows) == measured
+    assert sum(w.aggregate.quality_unsampled for w in windows) == unsampled
+    weights = sum(s.weight for s in result.memory.scores)
+    assert weights > measured, "over budget, a measured pair stands for 1/p pairs"
+    assert sum(w.aggregate.quality.n for w in windows) == pytest.approx(weights)
+    with pytest.raises(ValueError, match="unknown semantic backend"):
+        make_cascade("tf", policy)
+    assert make_cascade("off", policy) is None
+
+
+@pytest.mark.kafka
+@pytest.mark.semantic
+def test_worker_scores_semantic_similarity_off_the_event_loop(
+    onnx_encoder, kafka_bootstrap, topic_factory, tmp_path
+):
+    from streams.replay import TrafficSpec, built_payloads
+    from streams.traffic import Faults
+    from streams.wire import PAIRS, TYPE_HEADER, decode_pairs
+    from tests.stream_harness import (
+        WorkerProcess,
+        make_topics,
+        publish_payloads,
+        read_topic,
+        wait_for,
+        worker_env,
+    )
+
+    topics = make_topics(topic_factory, events_partitions=2)
+    payloads = [raw for raw, _ in built_payloads(TrafficSpec(requests=SEMANTIC_REQUESTS), Faults())]
+    publish_payloads(kafka_bootstrap, topics.events, payloads, end_marker=True)
+    env = worker_env(
+        kafka_bootstrap,
+        topics,
+        f"chdb://{tmp_path / 'ch'}",
+        policy=_tight_policy(tmp_path),
+        SHADOWLENS_SEMANTIC="onnx",
+    )
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+
+    def pairs_produced() -> list:
+        records = read_topic(kafka_bootstrap, topics.pairs, committed=False)
+        scores = [
+            s
+            for r in records
+            if dict(r.headers or ()).get(TYPE_HEADER) == PAIRS
+            for s in decode_pairs(r.value)
+        ]
+        return scores if len(scores) >= SEMANTIC_REQUESTS else []
+
+    def counted() -> dict:
+        stats = worker.stats()
+        seen = stats.get("semantic.measured", 0) + stats.get("semantic.unsampled", 0)
+        return stats if seen >= SEMANTIC_REQUESTS else {}
+
+    try:
+        scores = wait_for(pairs_produced, timeout=120, what="every pair", workers=[worker])
+        stats = wait_for(counted, timeout=10, what="the semantic counters", workers=[worker])
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.tail()
+    measured, unsampled = _check_sampled(scores)
+    assert (measured, unsampled) == (stats["semantic.measured"], stats["semantic.unsampled"])
+    assert unsampled > 0
