@@ -17,7 +17,10 @@ repeats and the embedding cache cannot flatter the pipeline. Per backend, side b
 Both rates are in pairs per second (pairs / wall time); each is the best of `--rounds`
 rounds, alternating (a) and (b) so the machine's background load hits both alike. The
 pipeline scores in the batches it drains (every 256 pairs or each tenth of a window of
-event time), so its batches are smaller than (a)'s single call. Last line:
+event time), so its batches are smaller than (a)'s single call; the table shows how many
+calls it made and the share of its time spent inside the model (the rest is decoding,
+pairing, lexical scores, windows and the judge). Models run with their backends' default
+thread counts; on shared cores the figures move with the load, both sides alike. Last line:
 
     RESULT ratio_pipeline_vs_raw=<b/a, torch> speedup_fast_backend=<b onnx / b torch>
         max_cos_diff=<max |cos_onnx - cos_torch| over the pairs>
