@@ -24,7 +24,7 @@ from streams.metrics import Metrics
 from streams.pairing_stage import PairingStage
 from streams.topics import Topology
 from streams.transactions import ShadowApp
-from streams.wire import MAX_RECORD_BYTES, PRODUCER_BATCH_BYTES
+from streams.wire import MAX_RECORD_BYTES
 
 log = logging.getLogger("shadowlens.worker")
 
@@ -78,7 +78,6 @@ def new_app(settings: Settings, topology: Topology) -> ShadowApp:
         table_standby_replicas=0,
         producer_acks=-1,
         producer_max_request_size=MAX_RECORD_BYTES,
-        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         consumer_max_fetch_size=MAX_RECORD_BYTES,
         web_enabled=s.web_port is not None,
         web_port=s.web_port or 6066,

@@ -35,10 +35,6 @@ END_MS = 2**62  # the watermark of a partition whose input has ended
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # worker-written topics: a pair of two 1 MiB events fits
 PAIRS_RECORD_BYTES = 256 * 1024  # a pairs record holds scores up to about this size
-# Producer batches of the worker: at Faust's default (16 KiB) it spent ~15 % more CPU per
-# event and ran ~1.6x slower (bench/stream_throughput.py). Within the 1 MiB + 12 bytes every
-# topic accepts by default (a single larger record still goes alone, up to MAX_RECORD_BYTES).
-PRODUCER_BATCH_BYTES = 1024 * 1024
 DLQ_KEEP_BYTES = 64 * 1024  # a `too_large` event keeps this much of its value in the DLQ
 
 _TUPLE_FIELDS = {f.name for f in fields(PairScore) if str(f.type).startswith("tuple")}
