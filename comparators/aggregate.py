@@ -10,6 +10,11 @@ of its chance of being measured, 0 when it was not. `quality` moments are weight
 window mean is unbiased; `quality_seq` keeps the measured values, unweighted, for the
 judge's sequential bound (a uniform sample: n is what was measured). Every other statistic
 counts each pair once.
+
+LLM signals (`comparators.signals`) are counted over the pairs they apply to. Refusal and
+truncation are yes/no outcomes of both arms on the same request, so they keep paired
+tables (`PairedCounts`) like failures: the judge reads refusals with the same McNemar test
+as errors. Each kind of signal keeps a few example request ids.
 """
 
 from __future__ import annotations
@@ -24,6 +29,16 @@ from comparators.pairs import Outcome, PairScore
 
 RELATIVE_ACCURACY = 0.01
 EXAMPLES = 3  # request ids kept per kind of evidence
+# the kinds of signal with example ids (`Aggregate.signal_ids`): the candidate-side event
+SIGNAL_KINDS = (
+    "refusal",  # the candidate refused where the primary answered
+    "truncation",  # the candidate was cut off where the primary was not
+    "number_mismatch",
+    "negation_mismatch",
+    "invalid_json",  # the candidate's JSON
+    "schema_misfit",
+    "label_flip",
+)
 
 
 def new_sketch() -> DDSketch:
@@ -61,6 +76,37 @@ class Moments:
 
 
 @dataclass(slots=True)
+class PairedCounts:
+    """A yes/no outcome of both arms on the same requests (failed, refused, truncated): the
+    totals per arm and the discordant pairs a McNemar test reads."""
+
+    n: int = 0
+    primary: int = 0
+    candidate: int = 0
+    only_candidate: int = 0  # McNemar b
+    only_primary: int = 0  # McNemar c
+
+    def add(self, primary: bool, candidate: bool) -> None:
+        self.n += 1
+        self.primary += primary
+        self.candidate += candidate
+        self.only_candidate += candidate and not primary
+        self.only_primary += primary and not candidate
+
+    def merge(self, other: PairedCounts) -> None:
+        self.n += other.n
+        self.primary += other.primary
+        self.candidate += other.candidate
+        self.only_candidate += other.only_candidate
+        self.only_primary += other.only_primary
+
+    def rate(self, arm: str) -> float | None:
+        if not self.n:
+            return None
+        return (self.candidate if arm == "candidate" else self.primary) / self.n
+
+
+@dataclass(slots=True)
 class Aggregate:
     """Counts, moments, sketches and example ids of a set of pairs."""
 
@@ -76,6 +122,15 @@ class Aggregate:
     exact_matches: int = 0
     quality_measured: int = 0  # pairs with a quality, counted once whatever their weight
     quality_unsampled: int = 0  # pairs whose quality was not measured (semantic budget)
+    # signals, over the pairs where both arms' value is known
+    refusals: PairedCounts = field(default_factory=PairedCounts)
+    truncations: PairedCounts = field(default_factory=PairedCounts)
+    number_mismatches: int = 0  # pairs whose answers' number sets differ
+    negation_mismatches: int = 0  # pairs with a clause of opposite polarity
+    primary_invalid_json: int = 0  # extraction answers that are not JSON
+    candidate_invalid_json: int = 0
+    schema_misfits: int = 0  # candidate JSON off the schema (or the primary's shape)
+    label_flips: int = 0
     quality: Moments = field(default_factory=Moments)
     log_latency_ratio: Moments = field(default_factory=Moments)
     primary_cost_usd: Moments = field(default_factory=Moments)
@@ -88,11 +143,14 @@ class Aggregate:
     worst_quality: list[tuple[float, str]] = field(default_factory=list)
     slowest_ratio: list[tuple[float, str]] = field(default_factory=list)
     failed_ids: list[str] = field(default_factory=list)
+    signal_ids: dict[str, list[str]] = field(default_factory=dict)  # kind -> request ids
     # per-request observations in arrival order, for the judge's sequential bounds; kept
     # for one window only (`summary()` drops them)
     primary_failed_seq: list[int] = field(default_factory=list)
     candidate_failed_seq: list[int] = field(default_factory=list)
     quality_seq: list[float] = field(default_factory=list)
+    primary_refused_seq: list[int] = field(default_factory=list)  # pairs in `refusals`
+    candidate_refused_seq: list[int] = field(default_factory=list)
 
     @property
     def n_requests(self) -> int:
@@ -146,23 +204,49 @@ class Aggregate:
         if score.latency_ratio is not None and score.latency_ratio > 0:
             self.log_latency_ratio.add(math.log(score.latency_ratio))
             _keep_top(self.slowest_ratio, (score.latency_ratio, score.request_id))
+        self._add_signals(score)
+
+    def _add_signals(self, s: PairScore) -> None:
+        """Count the pair's signals; None (not applicable) counts nowhere."""
+        rid = s.request_id
+        p, c = s.primary_refusal, s.candidate_refusal
+        if p is not None and c is not None:
+            self.refusals.add(p, c)
+            self.primary_refused_seq.append(int(p))
+            self.candidate_refused_seq.append(int(c))
+            if c and not p:
+                self._example("refusal", rid)
+        p, c = s.primary_truncated, s.candidate_truncated
+        if p is not None and c is not None:
+            self.truncations.add(p, c)
+            if c and not p:
+                self._example("truncation", rid)
+        if s.number_mismatch:  # a distance above 0
+            self.number_mismatches += 1
+            self._example("number_mismatch", rid)
+        if s.negation_mismatch:
+            self.negation_mismatches += 1
+            self._example("negation_mismatch", rid)
+        self.primary_invalid_json += s.primary_json_valid is False
+        if s.candidate_json_valid is False:
+            self.candidate_invalid_json += 1
+            self._example("invalid_json", rid)
+        if s.json_schema_ok is False:
+            self.schema_misfits += 1
+            self._example("schema_misfit", rid)
+        if s.label_flip is not None:
+            self.label_flips += 1
+            self._example("label_flip", rid)
+
+    def _example(self, kind: str, request_id: str) -> None:
+        ids = self.signal_ids.setdefault(kind, [])
+        if len(ids) < EXAMPLES:
+            ids.append(request_id)
 
     def merge(self, other: Aggregate) -> None:
-        for name in (
-            "n_paired",
-            "n_candidate_missing",
-            "n_primary_missing",
-            "n_split",
-            "primary_failures",
-            "candidate_failures",
-            "only_candidate_failed",
-            "only_primary_failed",
-            "exact_matches",
-            "quality_measured",
-            "quality_unsampled",
-        ):
+        for name in _COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("quality", "log_latency_ratio", "primary_cost_usd", "candidate_cost_usd"):
+        for name in _MERGEABLE:
             getattr(self, name).merge(getattr(other, name))
         if other.primary_latency_ms.count:
             self.primary_latency_ms.merge(other.primary_latency_ms)
@@ -177,15 +261,28 @@ class Aggregate:
         for item in other.slowest_ratio:
             _keep_top(self.slowest_ratio, item)
         self.failed_ids = (self.failed_ids + other.failed_ids)[:EXAMPLES]
-        self.primary_failed_seq += other.primary_failed_seq
-        self.candidate_failed_seq += other.candidate_failed_seq
-        self.quality_seq += other.quality_seq
+        for kind, ids in other.signal_ids.items():
+            self.signal_ids[kind] = (self.signal_ids.get(kind, []) + ids)[:EXAMPLES]
+        for name in _SEQUENCES:
+            getattr(self, name).extend(getattr(other, name))
 
     def summary(self) -> Aggregate:
         """A copy without the per-request observations: what a stage keeps for long."""
         total = merged([self])
-        total.primary_failed_seq, total.candidate_failed_seq, total.quality_seq = [], [], []
+        for name in _SEQUENCES:
+            setattr(total, name, [])
         return total
+
+    @property
+    def failures(self) -> PairedCounts:
+        """Failures as a paired table over the judged requests (a missing half fails)."""
+        return PairedCounts(
+            self.n_requests,
+            self.primary_failures,
+            self.candidate_failures,
+            self.only_candidate_failed,
+            self.only_primary_failed,
+        )
 
     @property
     def quality_sampled_fraction(self) -> float | None:
@@ -205,12 +302,52 @@ class Aggregate:
         return sketch.get_quantile_value(q) if sketch.count else None
 
     def examples(self, kind: str) -> list[str]:
-        """Request ids that best show a problem of `kind`: quality, latency or errors."""
+        """Request ids that best show a problem of `kind`: quality, latency, errors or one
+        of `SIGNAL_KINDS`."""
         if kind == "quality":
             return [rid for _, rid in sorted(self.worst_quality, reverse=True)]
         if kind == "latency":
             return [rid for _, rid in sorted(self.slowest_ratio, reverse=True)]
+        if kind in SIGNAL_KINDS:
+            return list(self.signal_ids.get(kind, ()))
         return list(self.failed_ids)
+
+
+_COUNTS = (
+    "n_paired",
+    "n_candidate_missing",
+    "n_primary_missing",
+    "n_split",
+    "primary_failures",
+    "candidate_failures",
+    "only_candidate_failed",
+    "only_primary_failed",
+    "exact_matches",
+    "quality_measured",
+    "quality_unsampled",
+    "number_mismatches",
+    "negation_mismatches",
+    "primary_invalid_json",
+    "candidate_invalid_json",
+    "schema_misfits",
+    "label_flips",
+)
+_MERGEABLE = (
+    "quality",
+    "log_latency_ratio",
+    "primary_cost_usd",
+    "candidate_cost_usd",
+    "refusals",
+    "truncations",
+)
+# per-request observations in arrival order (one window's; `summary()` drops them)
+_SEQUENCES = (
+    "primary_failed_seq",
+    "candidate_failed_seq",
+    "quality_seq",
+    "primary_refused_seq",
+    "candidate_refused_seq",
+)
 
 
 def merged(aggregates: list[Aggregate]) -> Aggregate:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from ddsketch import DDSketch
 
-from comparators.aggregate import Aggregate, Moments
+from comparators.aggregate import Aggregate, Moments, PairedCounts
 from judge.decide import ExperimentState
 from judge.evidence_state import SegmentEvidence
 from judge.ramp import RampState
@@ -38,6 +38,7 @@ STATE_TYPES: dict[str, type] = {
         WindowState,
         Aggregate,
         Moments,
+        PairedCounts,
         ExperimentState,
         SegmentEvidence,
         BoundedMeanCS,

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
 
+from comparators.aggregate import PairedCounts
 from comparators.pairs import Outcome
 from judge.policy import load_policy
 from pipeline.core import MemorySink, Pipeline
 from pipeline.pairing import Pairer
-from pipeline.windows import TumblingWindows
+from pipeline.windows import TumblingWindows, WindowState
 from schemas.events import DeadLetter, InvalidEvent, decode_event
 from streams.codec import (
     CodecError,
@@ -83,6 +85,41 @@ def test_window_state_round_trip_keeps_working_aggregates(replayed: Pipeline) ->
             original.aggregate.add(score)
             back.aggregate.add(score)
         assert encode_state(original) == encode_state(back), key
+
+
+def test_window_signals_round_trip(replayed: Pipeline) -> None:
+    """Refusal/truncation tables, signal counts, example ids and the refusal sequences are
+    in the changelogged window state; an older value without them decodes to zeros."""
+    scores = [
+        replace(
+            s,
+            primary_refusal=i % 3 == 0,
+            candidate_refusal=i % 2 == 0,
+            primary_truncated=False,
+            candidate_truncated=i % 5 == 0,
+            number_mismatch=0.25,
+            label_flip="yes->no",
+        )
+        for i, s in enumerate(replayed.sink.scores[:50])  # type: ignore[attr-defined]
+    ]
+    state = WindowState()
+    for score in scores:
+        state.aggregate.add(score)
+    back = decode_state(encode_state(state))
+    a, b = state.aggregate, back.aggregate
+    assert b.refusals == a.refusals and b.refusals.only_candidate > 0
+    assert b.truncations == a.truncations and b.truncations.only_candidate > 0
+    assert b.signal_ids == a.signal_ids and b.examples("refusal")
+    assert (b.number_mismatches, b.label_flips) == (a.number_mismatches, a.label_flips) != (0, 0)
+    assert b.candidate_refused_seq == a.candidate_refused_seq
+    assert (b.quality_measured, b.quality_unsampled) == (a.quality_measured, a.quality_unsampled)
+    assert encode_state(back) == encode_state(state)
+    doc = orjson.loads(encode_state(state))
+    for name in ("refusals", "truncations", "signal_ids", "label_flips", "candidate_refused_seq"):
+        del doc["aggregate"][name]
+    old = decode_state(orjson.dumps(doc)).aggregate
+    assert old.refusals == PairedCounts() and old.signal_ids == {} and old.label_flips == 0
+    assert old.n_paired == a.n_paired
 
 
 def test_experiment_state_round_trip_decides_like_the_original(replayed: Pipeline) -> None:
