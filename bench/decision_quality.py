@@ -65,6 +65,7 @@ import numpy as np
 
 import judge.decide as decide_module
 from comparators.pairs import Outcome, PairScore
+from comparators.signals import is_refusal
 from comparators.text import lexical_similarity
 from judge.policy import Policy, load_policy
 from judge.stats import mann_whitney, mcnemar_sequential, mixture_rho, quantile_ratio_ci
@@ -100,6 +101,8 @@ class Corpus:
     sim_sibling: np.ndarray  # similarity of the primary's output to the sibling's
     sim_offtopic: np.ndarray  # ... to the sibling's answer to another instruction
     offtopic_of: np.ndarray  # which other instruction's answer that is
+    refused_primary: np.ndarray  # bool: the primary's output is a refusal (the judge's signal)
+    refused_sibling: np.ndarray  # ... the sibling's
     offsets_ms: np.ndarray  # trace arrivals, from 0
     input_tokens: np.ndarray
     output_tokens: np.ndarray
@@ -131,6 +134,8 @@ def build_corpus(sample: Sample, source: str) -> Corpus:
             [lexical_similarity(primary[j], sibling[shift[j]]) for j in range(k)]
         ),
         offtopic_of=shift,
+        refused_primary=np.array([is_refusal(t) for t in primary]),
+        refused_sibling=np.array([is_refusal(t) for t in sibling]),
         offsets_ms=offsets - offsets[0],
         input_tokens=np.array([a.input_tokens for a in sample.arrivals], dtype=np.float64),
         output_tokens=np.array([a.output_tokens for a in sample.arrivals], dtype=np.float64),
@@ -385,13 +390,18 @@ def _score_builder(run: Run, corpus: Corpus) -> Callable[[int, int], PairScore]:
     fail_p, fail_c, fail_r = run.fail_p.tolist(), run.fail_c.tolist(), run.fail_r.tolist()
     qual_c, qual_r = run.qual_c.tolist(), run.qual_r.tolist()
     late_p = run.late_p.tolist()
+    ref_p, ref_r = corpus.refused_primary[run.ins], corpus.refused_sibling[run.ins]
+    ref_c = np.where(run.offtopic, corpus.refused_sibling[corpus.offtopic_of[run.ins]], ref_r)
+    ref_p, ref_c, ref_r = ref_p.tolist(), ref_c.tolist(), ref_r.tolist()
 
     def build(kind: int, i: int) -> PairScore:
         p_ok = not fail_p[i]
         if kind == 1:
             o_ok, o_lat, q, comparison = not fail_r[i], lat_r[i], qual_r[i], "replica"
+            o_ref = ref_r[i]
         else:
             o_ok, o_lat, q, comparison = not fail_c[i], lat_c[i], qual_c[i], "candidate"
+            o_ref = ref_c[i]
         both = p_ok and o_ok
         if kind == 2:  # the late half is missing: an orphan, counted against that arm
             if late_p[i]:
@@ -420,6 +430,8 @@ def _score_builder(run: Run, corpus: Corpus) -> Callable[[int, int], PairScore]:
             primary_latency_ms=lat_p[i], candidate_latency_ms=o_lat,
             latency_ratio=o_lat / lat_p[i] if both else None,
             lexical_similarity=q if both else None,
+            primary_refusal=ref_p[i] if both else None,
+            candidate_refusal=o_ref if both else None,
         )  # fmt: skip
 
     return build

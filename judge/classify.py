@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from comparators.aggregate import Aggregate
+from comparators.aggregate import Aggregate, PairedCounts
 from judge.evidence_state import SegmentEvidence
 from judge.policy import Policy
 from judge.stats import BoundedMeanCS, mcnemar_sequential, mixture_rho, quantile_ratio_ci
@@ -118,42 +118,105 @@ def classify_latency(
     )
 
 
-def classify_errors(ev: SegmentEvidence, segment: str, policy: Policy, alpha: Alphas) -> Evidence:
-    """Candidate error rate above the absolute limit and above the primary's plus margin.
+@dataclass(frozen=True, slots=True)
+class PairedRate:
+    """A yes/no outcome of both arms on the same requests (failed, refused), as the judge
+    reads it: the window totals and the sequential bounds of the candidate's rate and of
+    the per-request increase over the primary."""
 
-    A rollback needs both point rates past their limits and a sequential McNemar test
-    (paired: same requests, discordant pairs only) showing the candidate fails more often.
+    metric: Metric
+    noun: str  # "error", "refusal": for the reason
+    counts: PairedCounts
+    candidate: BoundedMeanCS
+    increase: BoundedMeanCS
+    examples: tuple[str, ...]
+    note: str = ""  # appended to the reason's limits
+
+
+def classify_paired_rate(
+    x: PairedRate,
+    segment: str,
+    max_absolute: float,
+    max_increase: float,
+    critical: bool,
+    need: int,
+    alpha: Alphas,
+) -> Evidence:
+    """Candidate rate above the absolute limit and above the primary's plus margin.
+
+    A rollback needs the point rate past the limit and a sequential McNemar test (paired:
+    same requests, discordant pairs only) showing the candidate's outcome more often.
     Requiring the bounds themselves to clear the limits needs ~30,000 pairs at +3 pp.
+    Passing needs the candidate's bound under `max_absolute` or the increase's under
+    `max_increase`.
     """
-    pol, need, agg = policy.errors, policy.judge.min_pairs, ev.totals
-    n = ev.candidate_error.n
+    n = x.candidate.n
     if n < need:
-        return _nodata(Metric.ERROR_RATE, segment, n, need, pol.critical)
-    c_lo, c_hi = ev.candidate_error.interval(alpha.pass_ / 2)
-    d_lo, d_hi = ev.error_increase.interval(alpha.pass_ / 2)
-    cand, prim = agg.error_rate("candidate") or 0.0, agg.error_rate("primary") or 0.0
-    limit = max(pol.max_absolute, prim + pol.max_increase)
+        return _nodata(x.metric, segment, n, need, critical)
+    c_lo, c_hi = x.candidate.interval(alpha.pass_ / 2)
+    d_lo, d_hi = x.increase.interval(alpha.pass_ / 2)
+    cand, prim = x.counts.rate("candidate") or 0.0, x.counts.rate("primary") or 0.0
+    limit = max(max_absolute, prim + max_increase)
     worse = mcnemar_sequential(
-        agg.only_candidate_failed, agg.only_primary_failed, alternative="greater"
+        x.counts.only_candidate, x.counts.only_primary, alternative="greater"
     )
     fail = cand > limit and worse.p_value < alpha.fail
-    ok = c_hi <= pol.max_absolute or d_hi <= pol.max_increase
+    ok = c_hi <= max_absolute or d_hi <= max_increase
     return Evidence(
-        Metric.ERROR_RATE,
+        x.metric,
         segment,
         _verdict(fail, ok),
         observed=cand,
         reference=prim,
         threshold=limit,
         n=n,
-        critical=pol.critical,
-        bound=ev.candidate_error.interval(alpha.fail / 2)[0] if fail else c_hi,
-        reason=f"candidate error rate {cand:.1%} in [{c_lo:.1%}, {c_hi:.1%}], primary {prim:.1%},"
-        f" increase in [{d_lo:+.1%}, {d_hi:+.1%}], McNemar p={worse.p_value:.2g} (limits "
-        f"{pol.max_absolute:.0%} and +{pol.max_increase:.0%}; a missing candidate counts as an "
-        "error)",
-        example_request_ids=tuple(agg.examples("errors")) if fail else (),
+        critical=critical,
+        bound=x.candidate.interval(alpha.fail / 2)[0] if fail else c_hi,
+        reason=f"candidate {x.noun} rate {cand:.1%} in [{c_lo:.1%}, {c_hi:.1%}], primary "
+        f"{prim:.1%}, increase in [{d_lo:+.1%}, {d_hi:+.1%}], McNemar p={worse.p_value:.2g} "
+        f"(limits {max_absolute:.0%} and +{max_increase:.0%}{x.note})",
+        example_request_ids=x.examples if fail else (),
     )
+
+
+def classify_errors(ev: SegmentEvidence, segment: str, policy: Policy, alpha: Alphas) -> Evidence:
+    """Candidate error rate above max(5 %, primary + 2 pp), a missing candidate counting as
+    its error: `classify_paired_rate` over the failures of every judged request."""
+    pol, agg = policy.errors, ev.totals
+    errors = PairedRate(
+        Metric.ERROR_RATE,
+        "error",
+        agg.failures,
+        ev.candidate_error,
+        ev.error_increase,
+        tuple(agg.examples("errors")),
+        note="; a missing candidate counts as an error",
+    )
+    return classify_paired_rate(
+        errors, segment, pol.max_absolute, pol.max_increase, pol.critical,
+        policy.judge.min_pairs, alpha,
+    )  # fmt: skip
+
+
+def classify_refusals(ev: SegmentEvidence, segment: str, policy: Policy, alpha: Alphas) -> Evidence:
+    """Candidate refusal rate above max(3 %, primary + 2 pp), over the pairs where both
+    arms answered with text: `classify_paired_rate`, as for errors. The absolute allowance
+    lets a stage pass once the candidate's refusals are shown rare: proving a +2 pp bound
+    on the increase alone takes ~1,650 pairs even when neither arm ever refuses."""
+    pol, agg = policy.refusals, ev.totals
+    refusals = PairedRate(
+        Metric.REFUSAL_RATE,
+        "refusal",
+        agg.refusals,
+        ev.candidate_refusal,
+        ev.refusal_increase,
+        tuple(agg.examples("refusal")),
+        note="; pairs where both arms answered",
+    )
+    return classify_paired_rate(
+        refusals, segment, pol.max_absolute, pol.max_increase, pol.critical,
+        policy.judge.min_pairs, alpha,
+    )  # fmt: skip
 
 
 def classify_quality(

@@ -5,7 +5,7 @@ metric per segment with always-valid bounds -> combine verdicts -> walk the ramp
 the clock (`now_ms`, event time) is an argument.
 
 Error budget: `judge.alpha` is the chance of one false rollback over a whole ramp. It is
-split (Bonferroni) over the stages, the four rollback metrics and the segments (plus the
+split (Bonferroni) over the stages, the five rollback metrics and the segments (plus the
 all-segments view); within a stage the bounds are time-uniform, so judging after every
 window spends nothing more.
 """
@@ -24,6 +24,7 @@ from judge.classify import (
     classify_latency,
     classify_pairing,
     classify_quality,
+    classify_refusals,
 )
 from judge.evidence_state import SegmentEvidence, _bounded
 from judge.policy import Policy
@@ -33,7 +34,13 @@ from judge.verdicts import Action, Decision, Evidence, Metric, Verdict
 from pipeline.windows import ClosedWindow
 
 ALL_SEGMENTS = "*"
-ROLLBACK_METRICS = (Metric.LATENCY_P99, Metric.ERROR_RATE, Metric.QUALITY, Metric.COST)
+ROLLBACK_METRICS = (
+    Metric.LATENCY_P99,
+    Metric.ERROR_RATE,
+    Metric.QUALITY,
+    Metric.COST,
+    Metric.REFUSAL_RATE,
+)
 MUST_PASS = frozenset({Metric.LATENCY_P99, Metric.ERROR_RATE, Metric.PAIRING_RATE})
 GATING = frozenset({Metric.LATENCY_P99, Metric.ERROR_RATE})  # per segment, once it has data
 
@@ -107,6 +114,7 @@ def _judge_segment(
         classify_errors(ev, segment, policy, alpha),
         classify_quality(ev, segment, reference, policy, alpha),
         classify_cost(ev, segment, policy, alpha),
+        classify_refusals(ev, segment, policy, alpha),
     ]
 
 

@@ -28,6 +28,12 @@ def gaussian(moments: Moments) -> GaussianMixtureCS:
     return GaussianMixtureCS(int(moments.n), moments.mean, m2)
 
 
+def _paired(primary: list[int], candidate: list[int]) -> tuple[list[int], list[int]]:
+    """A paired yes/no outcome as the candidate's observations and the per-request
+    increase (candidate - primary, in [-1, 1])."""
+    return candidate, [c - p for c, p in zip(candidate, primary, strict=True)]
+
+
 @dataclass(frozen=True, slots=True)
 class SegmentEvidence:
     """One segment's stage-to-date totals plus the sequential states built from them."""
@@ -36,16 +42,20 @@ class SegmentEvidence:
     candidate_error: BoundedMeanCS = field(default_factory=_bounded)
     error_increase: BoundedMeanCS = field(default_factory=lambda: _bounded(-1.0, 1.0))
     quality: BoundedMeanCS = field(default_factory=_bounded)
+    candidate_refusal: BoundedMeanCS = field(default_factory=_bounded)
+    refusal_increase: BoundedMeanCS = field(default_factory=lambda: _bounded(-1.0, 1.0))
 
     def fold(self, window: Aggregate) -> SegmentEvidence:
         """Add one closed window (its per-request observations in arrival order)."""
-        cand = window.candidate_failed_seq
-        diff = [c - p for c, p in zip(cand, window.primary_failed_seq, strict=True)]
+        errors = _paired(window.primary_failed_seq, window.candidate_failed_seq)
+        refusals = _paired(window.primary_refused_seq, window.candidate_refused_seq)
         return SegmentEvidence(
             totals=merged([self.totals, window]).summary(),
-            candidate_error=self.candidate_error.update(cand),
-            error_increase=self.error_increase.update(diff),
+            candidate_error=self.candidate_error.update(errors[0]),
+            error_increase=self.error_increase.update(errors[1]),
             quality=self.quality.update(window.quality_seq),
+            candidate_refusal=self.candidate_refusal.update(refusals[0]),
+            refusal_increase=self.refusal_increase.update(refusals[1]),
         )
 
     @property

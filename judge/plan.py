@@ -9,6 +9,7 @@ same bounds and the same per-metric alpha as the judge (`judge.decide.metric_alp
   `judge.optimal_n`, half-width down to log(1 + max_relative_increase);
 - error rate: the `BoundedMeanCS` at alpha/2, either route that lets the judge pass:
   candidate rate below `max_absolute`, or paired increase below `max_increase`;
+- refusal rate: the same two routes, over the pairs where both arms answered;
 - quality: the `BoundedMeanCS` at alpha/2, half-width down to max_relative_drop x reference.
 
 At that half-width a candidate with no regression passes, and one whose regression is
@@ -20,8 +21,8 @@ Rates: in shadow mode every request is paired, whatever the stage's traffic shar
 split mode each request goes to one arm, so a comparison between arms is unpaired: with
 candidate share s its effective sample size grows at rate x s x (1 - s), and the
 candidate's own error rate at rate x s. Stage 0 % is the shadow stage in both modes, and
-the last stage is the end of the ramp: nothing to hold. Text quality needs both answers
-of a request, so split stages have no quality evidence (the judge says NODATA there).
+the last stage is the end of the ramp: nothing to hold. Text quality and refusals need both
+answers of a request, so split stages have no such evidence (the judge says NODATA there).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class Mode(StrEnum):
     SPLIT = "split"  # each request is served by one arm: unpaired, scaled by the share
 
 
+PAIRED_ONLY = frozenset({Metric.QUALITY, Metric.REFUSAL_RATE})  # need both answers
+
+
 class Rate(StrEnum):
     """Which observations a bound counts, so which share of traffic feeds it."""
 
@@ -58,7 +62,8 @@ class Assumptions:
     and `quality_sd`: mean and sd of a healthy candidate's agreement with the primary
     (lexical similarity of gpt4_0613 to its concise sibling on the sample: 0.68, 0.125).
     `cost_cv`: coefficient of variation of the per-request candidate cost; None leaves
-    cost out of the plan.
+    cost out of the plan. `refusal_rate`: the refusal rate of both arms when nothing is
+    wrong (the sample's answers: 0.4 % and 1.1 %).
     """
 
     rate_per_s: float
@@ -68,14 +73,16 @@ class Assumptions:
     quality_reference: float = 0.68
     quality_sd: float = 0.125
     cost_cv: float | None = None
+    refusal_rate: float = 0.01
 
     def __post_init__(self) -> None:
         if not self.rate_per_s > 0:
             raise ValueError(f"rate_per_s must be positive, got {self.rate_per_s}")
         if not self.latency_log_sd > 0 or not self.quality_sd > 0:
             raise ValueError("latency_log_sd and quality_sd must be positive")
-        if not 0.0 <= self.error_rate < 1.0:
-            raise ValueError(f"error_rate must be in [0, 1), got {self.error_rate}")
+        for name in ("error_rate", "refusal_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 < self.quality_reference <= 1.0:
             raise ValueError(f"quality_reference must be in (0, 1], got {self.quality_reference}")
         if self.cost_cv is not None and not self.cost_cv > 0:
@@ -124,6 +131,38 @@ def _bernoulli_sd(p: float) -> float:
     return math.sqrt(max(p * (1.0 - p), 1e-6))  # a floor: a rate of 0 still needs a bound
 
 
+def _paired_rate_need(
+    metric: Metric,
+    p: float,
+    max_absolute: float,
+    max_increase: float,
+    own: Rate,
+    alpha: float,
+    floor: int,
+) -> MetricNeed:
+    """`judge.classify.classify_paired_rate` passes on either route: the candidate's rate
+    shown below `max_absolute` (observations at rate `own`), or the paired increase shown
+    below `max_increase`; whichever needs fewer observations."""
+    routes: list[MetricNeed] = []
+    if p < max_absolute:
+        plan = required_samples_bounded(max_absolute - p, _bernoulli_sd(p), alpha / 2)
+        routes.append(
+            MetricNeed(
+                metric, max(plan.n, floor), own, max_absolute - p, _bernoulli_sd(p), alpha / 2,
+                plan.method, note=f"candidate rate {p:.1%} shown below {max_absolute:.0%}",
+            )
+        )  # fmt: skip
+    diff_sd = math.sqrt(max(2.0 * p * (1.0 - p), 1e-6))  # independent outcomes in both arms
+    plan = required_samples_bounded(max_increase, diff_sd, alpha / 2, lower=-1.0, upper=1.0)
+    routes.append(
+        MetricNeed(
+            metric, max(plan.n, floor), Rate.PAIRED, max_increase, diff_sd, alpha / 2,
+            plan.method, note=f"increase shown below +{max_increase:.0%}",
+        )
+    )  # fmt: skip
+    return min(routes, key=lambda r: r.n)
+
+
 def metric_needs(policy: Policy, a: Assumptions) -> tuple[MetricNeed, ...]:
     """Per-metric observations to reach the policy margins, at the judge's own alpha."""
     alpha, floor = metric_alpha(policy), policy.judge.min_pairs
@@ -143,27 +182,19 @@ def metric_needs(policy: Policy, a: Assumptions) -> tuple[MetricNeed, ...]:
         )
     )  # fmt: skip
 
-    pe = policy.errors
-    p = a.error_rate
-    routes: list[MetricNeed] = []
-    if p < pe.max_absolute:
-        plan = required_samples_bounded(pe.max_absolute - p, _bernoulli_sd(p), alpha / 2)
-        routes.append(
-            MetricNeed(
-                Metric.ERROR_RATE, max(plan.n, floor), Rate.CANDIDATE, pe.max_absolute - p,
-                _bernoulli_sd(p), alpha / 2, plan.method,
-                note=f"candidate rate {p:.1%} shown below {pe.max_absolute:.0%}",
-            )
-        )  # fmt: skip
-    diff_sd = math.sqrt(max(2.0 * p * (1.0 - p), 1e-6))  # independent failures in both arms
-    plan = required_samples_bounded(pe.max_increase, diff_sd, alpha / 2, lower=-1.0, upper=1.0)
-    routes.append(
-        MetricNeed(
-            Metric.ERROR_RATE, max(plan.n, floor), Rate.PAIRED, pe.max_increase, diff_sd,
-            alpha / 2, plan.method, note=f"increase shown below +{pe.max_increase:.0%}",
+    pe, pr = policy.errors, policy.refusals
+    needs.append(
+        _paired_rate_need(
+            Metric.ERROR_RATE, a.error_rate, pe.max_absolute, pe.max_increase, Rate.CANDIDATE,
+            alpha, floor,
         )
     )  # fmt: skip
-    needs.append(min(routes, key=lambda r: r.n))
+    needs.append(
+        _paired_rate_need(
+            Metric.REFUSAL_RATE, a.refusal_rate, pr.max_absolute, pr.max_increase, Rate.PAIRED,
+            alpha, floor,
+        )
+    )  # fmt: skip
 
     effect = policy.quality.max_relative_drop * a.quality_reference
     plan = required_samples_bounded(effect, min(a.quality_sd, 0.5), alpha / 2)
@@ -211,7 +242,7 @@ def plan_ramp(policy: Policy, a: Assumptions) -> RampPlan:
             continue
         seconds: dict[Metric, float] = {}
         for need in needs:
-            if need.metric == Metric.QUALITY and not shadow:
+            if need.metric in PAIRED_ONLY and not shadow:
                 continue  # no text pairs in split traffic: the judge has NODATA, no block
             seconds[need.metric] = need.n / rates[need.rate]
         candidates = {

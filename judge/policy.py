@@ -30,6 +30,15 @@ class ErrorPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusalPolicy:
+    """Refusals (`comparators.signals.is_refusal`) of pairs where both arms answered."""
+
+    max_absolute: float = 0.03  # candidate refusal rate above 3 % ...
+    max_increase: float = 0.02  # ... and above primary + 2 pp
+    critical: bool = False  # a behaviour regression: roll back one stage
+
+
+@dataclass(frozen=True, slots=True)
 class QualityPolicy:
     max_relative_drop: float = 0.10  # agreement/similarity down more than 10 % relative
     baseline_pairs: int = 200  # without a replica arm: the first pairs set the baseline
@@ -96,6 +105,7 @@ class SemanticPolicy:
 class Policy:
     latency: LatencyPolicy = field(default_factory=LatencyPolicy)
     errors: ErrorPolicy = field(default_factory=ErrorPolicy)
+    refusals: RefusalPolicy = field(default_factory=RefusalPolicy)
     quality: QualityPolicy = field(default_factory=QualityPolicy)
     cost: CostPolicy = field(default_factory=CostPolicy)
     windows: WindowPolicy = field(default_factory=WindowPolicy)

@@ -12,6 +12,7 @@ class Metric(StrEnum):
     QUALITY = "quality"
     COST = "cost"
     PAIRING_RATE = "pairing_rate"
+    REFUSAL_RATE = "refusal_rate"
 
 
 class Verdict(StrEnum):

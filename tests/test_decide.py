@@ -18,6 +18,7 @@ from tests.builders import alpaca, event
 POLICY = Policy()
 GPT4, LLAMA = alpaca("gpt4_0613"), alpaca("Meta-Llama-3-70B-Instruct")
 WEAK = alpaca("gpt4_0613_concise")
+REFUSAL = "I'm sorry, but I can't assist with that request."
 
 
 def window(
@@ -27,6 +28,7 @@ def window(
     error_share: float = 0.0,
     orphan_share: float = 0.0,
     weak_share: float = 0.0,
+    refusal_share: float = 0.0,
     comparison: str = "candidate",
     segment: str = "helpful_base",
     seed: int = 0,
@@ -44,10 +46,11 @@ def window(
             (i + 1) % 100 if weak_share else i % 100
         ]
         failed = rng.random() < error_share
+        answer = REFUSAL if rng.random() < refusal_share else text["output"]
         other = event(
             rid, comparison, start=start_ms + i,
             latency=float(lat * rng.lognormal(0, 0.05) * latency_factor),
-            text=None if failed else text["output"],
+            text=None if failed else answer,
             status=Status.ERROR if failed else Status.OK,
         )  # fmt: skip
         agg.add(score_pair(primary, other, {}))
@@ -98,6 +101,34 @@ def test_a_few_errors_are_inconclusive_not_a_rollback() -> None:
 def test_missing_candidates_count_as_errors() -> None:
     decision, _ = decide("exp", [window(1_500, orphan_share=0.15)], ExperimentState(), POLICY, 0)
     assert Metric.ERROR_RATE in {e.metric for e in decision.failing}
+
+
+def test_refusal_increase_rolls_back_one_stage_with_examples() -> None:
+    state = ExperimentState(RampState(stage_index=3, epoch=5))
+    decision, _ = decide("exp", [window(600, refusal_share=0.1)], state, POLICY, 60_000)
+    assert decision.action == Action.ROLLBACK and decision.to_percent == 5  # not critical
+    ref = next(e for e in decision.failing if e.segment == "*")
+    assert ref.metric == Metric.REFUSAL_RATE and ref.reference == 0.0
+    assert ref.observed == pytest.approx(0.1, abs=0.03) and ref.n == 600
+    assert ref.threshold == POLICY.refusals.max_absolute
+    assert len(ref.example_request_ids) == 3
+    assert "refusal_rate [*]: candidate refusal rate" in decision.reason
+    assert Metric.ERROR_RATE not in {e.metric for e in decision.failing}
+
+
+def test_refusals_within_the_allowance_pass_and_a_few_are_inconclusive() -> None:
+    ok, _ = decide("exp", [window(1_000, refusal_share=0.005)], ExperimentState(), POLICY, 0)
+    ref = next(e for e in ok.evidence if e.metric == Metric.REFUSAL_RATE and e.segment == "*")
+    assert ref.verdict == Verdict.PASS and 0 < ref.observed < 0.02
+    few, _ = decide("exp", [window(100, refusal_share=0.06)], ExperimentState(), POLICY, 0)
+    ref = next(e for e in few.evidence if e.metric == Metric.REFUSAL_RATE and e.segment == "*")
+    assert ref.observed > ref.threshold and ref.verdict == Verdict.INCONCLUSIVE
+
+
+def test_refusals_are_nodata_without_text_answers() -> None:
+    decision, _ = decide("exp", [window(600, error_share=1.0)], ExperimentState(), POLICY, 0)
+    ref = next(e for e in decision.evidence if e.metric == Metric.REFUSAL_RATE)
+    assert ref.verdict == Verdict.NODATA and ref.n == 0
 
 
 def test_quality_is_judged_against_the_replica_noise_floor() -> None:
@@ -152,6 +183,7 @@ def test_state_folds_windows_across_decisions() -> None:
         _, state = decide("exp", [window(100, seed=i)], state, POLICY, 60_000 * (i + 1))
     assert state.segments["*"].totals.n_paired == 300
     assert state.segments["*"].candidate_error.n == 300
+    assert state.segments["*"].candidate_refusal.n == 300
 
 
 def test_ramp_transitions() -> None:

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from judge.decide import metric_alpha
-from judge.plan import Assumptions, Mode, metric_needs, plan_ramp
+from judge.plan import Assumptions, Mode, Rate, metric_needs, plan_ramp
 from judge.policy import LatencyPolicy, Policy, QualityPolicy, RampPolicy
 from judge.stats import required_samples, required_samples_bounded
 from judge.verdicts import Metric
@@ -44,6 +44,24 @@ def test_error_need_is_the_faster_of_the_two_routes_to_a_pass() -> None:
             routes.append(required_samples_bounded(0.05 - p, sd, ALPHA / 2).n)
         assert got.n == max(min(routes), POLICY.judge.min_pairs), p
         assert got.alpha == ALPHA / 2
+
+
+def test_refusal_need_takes_the_error_routes_over_pairs_only() -> None:
+    for p in (0.0, 0.01, 0.05):
+        got = need(POLICY, Assumptions(5.0, refusal_rate=p), Metric.REFUSAL_RATE)
+        sd = math.sqrt(max(p * (1 - p), 1e-6))
+        routes = [
+            required_samples_bounded(
+                0.02, math.sqrt(max(2 * p * (1 - p), 1e-6)), ALPHA / 2, lower=-1, upper=1
+            ).n
+        ]
+        if p < 0.03:
+            routes.append(required_samples_bounded(0.03 - p, sd, ALPHA / 2).n)
+        assert got.n == max(min(routes), POLICY.judge.min_pairs), p
+        assert got.rate == Rate.PAIRED and got.alpha == ALPHA / 2, p
+    split = plan_ramp(POLICY, Assumptions(5.0, mode=Mode.SPLIT))
+    assert Metric.REFUSAL_RATE not in split.stages[2].seconds  # no text pairs in split traffic
+    assert Metric.REFUSAL_RATE in split.stages[0].seconds
 
 
 def test_quality_need_uses_the_relative_drop_times_the_reference() -> None:
@@ -119,6 +137,7 @@ def test_assumptions_are_checked() -> None:
     for bad in (
         {"rate_per_s": 0.0},
         {"rate_per_s": 1.0, "error_rate": 1.0},
+        {"rate_per_s": 1.0, "refusal_rate": -0.1},
         {"rate_per_s": 1.0, "latency_log_sd": 0.0},
         {"rate_per_s": 1.0, "quality_reference": 0.0},
         {"rate_per_s": 1.0, "cost_cv": -1.0},
