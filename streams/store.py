@@ -51,6 +51,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ProgrammingError
 from clickhouse_connect.driver.query import QueryResult
 
+from comparators.aggregate import SIGNAL_KINDS, PairedCounts
 from comparators.pairs import PairScore
 from judge.verdicts import Decision
 from pipeline.windows import ClosedWindow
@@ -263,6 +264,35 @@ def pair_columns(scores: Sequence[PairScore]) -> dict[str, list[Any]]:
     return cols
 
 
+_SIGNAL_COUNTS = (
+    "number_mismatches",
+    "negation_mismatches",
+    "primary_invalid_json",
+    "candidate_invalid_json",
+    "schema_misfits",
+    "label_flips",
+)
+
+
+# Aggregate's paired tables (`PairedCounts`): n, primary, candidate, only_candidate, only_primary
+_PAIRED_COLUMNS = {
+    "refusals": (
+        "refusal_pairs",
+        "primary_refusals",
+        "candidate_refusals",
+        "only_candidate_refused",
+        "only_primary_refused",
+    ),
+    "truncations": (
+        "truncation_pairs",
+        "primary_truncations",
+        "candidate_truncations",
+        "only_candidate_truncated",
+        "only_primary_truncated",
+    ),
+}
+
+
 def window_columns(windows: Sequence[ClosedWindow]) -> dict[str, list[Any]]:
     """One list per column of ``windows``."""
     rows: list[dict[str, Any]] = []
@@ -286,6 +316,7 @@ def window_columns(windows: Sequence[ClosedWindow]) -> dict[str, list[Any]]:
             "only_candidate_failed": agg.only_candidate_failed,
             "only_primary_failed": agg.only_primary_failed,
             "exact_matches": agg.exact_matches,
+            **{name: getattr(agg, name) for name in _SIGNAL_COUNTS},
             "late_pairs": w.late_pairs,
             "pairing_rate": agg.pairing_rate,
             "primary_error_rate": agg.error_rate("primary"),
@@ -293,6 +324,9 @@ def window_columns(windows: Sequence[ClosedWindow]) -> dict[str, list[Any]]:
             "quality_n": agg.quality.n,
             "quality_mean": agg.quality.mean,
             "quality_var": agg.quality.variance,
+            "quality_measured": agg.quality_measured,
+            "quality_unsampled": agg.quality_unsampled,
+            "quality_sampled_fraction": agg.quality_sampled_fraction,
             "log_latency_ratio_n": agg.log_latency_ratio.n,
             "log_latency_ratio_mean": agg.log_latency_ratio.mean,
             "log_latency_ratio_var": agg.log_latency_ratio.variance,
@@ -303,7 +337,12 @@ def window_columns(windows: Sequence[ClosedWindow]) -> dict[str, list[Any]]:
             "worst_quality_ids": agg.examples("quality"),
             "slowest_ratio_ids": agg.examples("latency"),
             "candidate_failed_ids": agg.examples("errors"),
+            "signal_example_ids": {k: agg.examples(k) for k in SIGNAL_KINDS if k in agg.signal_ids},
         }
+        for attr, names in _PAIRED_COLUMNS.items():
+            c: PairedCounts = getattr(agg, attr)
+            values = (c.n, c.primary, c.candidate, c.only_candidate, c.only_primary)
+            row.update(zip(names, values, strict=True))
         for arm in ("primary", "candidate"):
             for label, q in QUANTILES:
                 row[f"{arm}_latency_{label}_ms"] = agg.latency_quantile(arm, q)

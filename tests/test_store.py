@@ -213,6 +213,7 @@ def test_migrate_creates_every_table_and_is_idempotent(tmp_path: Path) -> None:
         "0003_decisions",
         "0004_dead_letters",
         "0005_pair_signals",
+        "0006_window_signals",
     ]
     with Store.open(dsn) as store:
         assert store.migrate() == names
@@ -326,6 +327,48 @@ def test_windows_round_trip(store: Store, alpaca: list[tuple[str, str, str]]) ->
         {"s": first.key.segment, "t": expected["window_start"][0]},
     ).result_rows
     assert p99 == [(first.aggregate.latency_quantile("candidate", 0.99),)]
+
+
+def test_window_signals_pool_like_the_aggregate(
+    store: Store, alpaca: list[tuple[str, str, str]]
+) -> None:
+    scores = real_pairs(alpaca, 600)
+    scores[7] = dataclasses.replace(scores[7], candidate_refusal=True, primary_refusal=False)
+    windows = TumblingWindows(size_ms=5 * MINUTE, grace_ms=0)
+    for s in scores:
+        windows.add(s, watermark_ms=s.event_time_ms)
+    store.write_windows(windows.flush())
+    total = Aggregate()
+    for s in scores:
+        total.add(s)
+    assert total.truncations.only_candidate > 50 and total.number_mismatches > 50
+    row = store.query(
+        "SELECT sum(refusal_pairs), sum(candidate_refusals), sum(only_candidate_refused), "
+        "sum(truncation_pairs), sum(only_candidate_truncated), sum(only_primary_truncated), "
+        "sum(number_mismatches), sum(negation_mismatches), sum(quality_measured), "
+        "sum(quality_unsampled), min(quality_sampled_fraction) FROM windows FINAL"
+    ).result_rows[0]
+    assert row == (
+        total.refusals.n,
+        total.refusals.candidate,
+        total.refusals.only_candidate,
+        total.truncations.n,
+        total.truncations.only_candidate,
+        total.truncations.only_primary,
+        total.number_mismatches,
+        total.negation_mismatches,
+        total.quality_measured,
+        0,
+        1.0,  # no semantic sampling
+    )
+    refused = store.query(
+        "SELECT arrayJoin(signal_example_ids['refusal']) FROM windows FINAL"
+    ).result_rows
+    assert refused == [(scores[7].request_id,)]
+    kinds = store.query(
+        "SELECT DISTINCT arrayJoin(mapKeys(signal_example_ids)) AS k FROM windows FINAL ORDER BY k"
+    ).result_rows
+    assert {"refusal", "truncation", "number_mismatch"} <= {k for (k,) in kinds}
 
 
 def test_decisions_round_trip(store: Store) -> None:
