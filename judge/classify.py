@@ -199,10 +199,13 @@ def classify_errors(ev: SegmentEvidence, segment: str, policy: Policy, alpha: Al
 
 
 def classify_refusals(ev: SegmentEvidence, segment: str, policy: Policy, alpha: Alphas) -> Evidence:
-    """Candidate refusal rate above max(3 %, primary + 2 pp), over the pairs where both
+    """Candidate refusal rate above max(5 %, primary + 2 pp), over the pairs where both
     arms answered with text: `classify_paired_rate`, as for errors. The absolute allowance
     lets a stage pass once the candidate's refusals are shown rare: proving a +2 pp bound
-    on the increase alone takes ~1,650 pairs even when neither arm ever refuses."""
+    on the increase alone takes ~1,650 pairs even when neither arm ever refuses. It is 5 %,
+    as for errors, because a rollback reads the point rate: at 3 % the A/A runs of
+    bench/decision_quality.py rolled back 12 of 50 times on one segment where the candidate
+    refuses 3.6 % against the primary's 1.8 % (inside the +2 pp margin)."""
     pol, agg = policy.refusals, ev.totals
     refusals = PairedRate(
         Metric.REFUSAL_RATE,

@@ -33,7 +33,7 @@ class ErrorPolicy:
 class RefusalPolicy:
     """Refusals (`comparators.signals.is_refusal`) of pairs where both arms answered."""
 
-    max_absolute: float = 0.03  # candidate refusal rate above 3 % ...
+    max_absolute: float = 0.05  # candidate refusal rate above 5 % ...
     max_increase: float = 0.02  # ... and above primary + 2 pp
     critical: bool = False  # a behaviour regression: roll back one stage
 

@@ -120,7 +120,7 @@ def test_refusals_within_the_allowance_pass_and_a_few_are_inconclusive() -> None
     ok, _ = decide("exp", [window(1_000, refusal_share=0.005)], ExperimentState(), POLICY, 0)
     ref = next(e for e in ok.evidence if e.metric == Metric.REFUSAL_RATE and e.segment == "*")
     assert ref.verdict == Verdict.PASS and 0 < ref.observed < 0.02
-    few, _ = decide("exp", [window(100, refusal_share=0.06)], ExperimentState(), POLICY, 0)
+    few, _ = decide("exp", [window(100, refusal_share=0.1)], ExperimentState(), POLICY, 0)
     ref = next(e for e in few.evidence if e.metric == Metric.REFUSAL_RATE and e.segment == "*")
     assert ref.observed > ref.threshold and ref.verdict == Verdict.INCONCLUSIVE
 

@@ -55,8 +55,8 @@ def test_refusal_need_takes_the_error_routes_over_pairs_only() -> None:
                 0.02, math.sqrt(max(2 * p * (1 - p), 1e-6)), ALPHA / 2, lower=-1, upper=1
             ).n
         ]
-        if p < 0.03:
-            routes.append(required_samples_bounded(0.03 - p, sd, ALPHA / 2).n)
+        if p < 0.05:
+            routes.append(required_samples_bounded(0.05 - p, sd, ALPHA / 2).n)
         assert got.n == max(min(routes), POLICY.judge.min_pairs), p
         assert got.rate == Rate.PAIRED and got.alpha == ALPHA / 2, p
     split = plan_ramp(POLICY, Assumptions(5.0, mode=Mode.SPLIT))
