@@ -4,10 +4,11 @@ What a canary controller (Argo Rollouts, Flagger) or an on-call engineer reads w
 ClickHouse: how many pairs and orphans each experiment and segment produce, how far the
 candidate diverges from the primary, how much slower it is, which ramp stage and decision
 are current, whether the judge is alive (heartbeat age) and whether the worker keeps up
-(consumer lag), whether ClickHouse takes the writes (store health, rows buffered while it
-fails, retries) and whether the pairing table sheds open requests. Names follow the
-Prometheus conventions: a ``shadowlens_`` prefix, ``_total`` counters, base units
-(``_seconds``, ``_ratio``, ``_percent``).
+(consumer lag), how often each arm refuses or is cut off by the token limit, which share
+of the pairs the semantic budget measured, whether ClickHouse takes the writes (store
+health, rows buffered while it fails, retries) and whether the pairing table sheds open
+requests. Names follow the Prometheus conventions: a ``shadowlens_`` prefix, ``_total``
+counters, base units (``_seconds``, ``_ratio``, ``_percent``).
 
 The pipeline feeds it through `MetricsSink` (a `pipeline.core.Sink`, so it sits in a
 `Tee` next to ClickHouse); the worker also calls `Metrics.set_consumer_lag`,
@@ -62,6 +63,9 @@ class MetricNames:
     failures: str = "shadowlens_arm_failures_total"
     dead_letters: str = "shadowlens_dead_letters_total"
     windows: str = "shadowlens_windows_closed_total"
+    refusals: str = "shadowlens_refusals_total"
+    truncations: str = "shadowlens_truncations_total"
+    sampled: str = "shadowlens_semantic_sampled_ratio"
     divergence: str = "shadowlens_pair_divergence_ratio"
     latency_ratio: str = "shadowlens_pair_latency_ratio"
     latency: str = "shadowlens_request_latency_seconds"
@@ -166,6 +170,26 @@ class Metrics:
         self.windows = Counter(
             NAMES.windows.removesuffix("_total"),
             "Event-time windows closed and handed to the judge.",
+            (*es, "comparison"),
+            registry=r,
+        )
+        self.refusals = Counter(
+            NAMES.refusals.removesuffix("_total"),
+            "Answers that declined the task (comparators.signals.is_refusal), per arm, of "
+            "pairs where both arms answered; the judge's refusal_rate reads the same.",
+            (*es, "arm"),
+            registry=r,
+        )
+        self.truncations = Counter(
+            NAMES.truncations.removesuffix("_total"),
+            "Answers cut off by the token limit (finish reason length/max_tokens), per arm.",
+            (*es, "arm"),
+            registry=r,
+        )
+        self.sampled = Gauge(
+            NAMES.sampled,
+            "Share of the last closed window's pairs with a quality that the semantic "
+            "budget measured (1 without sampling).",
             (*es, "comparison"),
             registry=r,
         )
@@ -291,6 +315,7 @@ class Metrics:
                 self.failures.labels(exp, seg, "primary").inc()
             if s.candidate_failed:
                 self.failures.labels(exp, seg, s.comparison).inc()
+            self._observe_signals(exp, seg, s)
             quality = s.quality
             if quality is not None and math.isfinite(quality):
                 divergence = min(1.0, max(0.0, 1.0 - quality))
@@ -299,6 +324,16 @@ class Metrics:
             if ratio is not None and math.isfinite(ratio):
                 self.latency_ratio.labels(exp, seg, s.comparison).observe(ratio)
             self._observe_latency(exp, seg, s)
+
+    def _observe_signals(self, exp: str, seg: str, s: PairScore) -> None:
+        for arm, refused, truncated in (
+            ("primary", s.primary_refusal, s.primary_truncated),
+            (s.comparison, s.candidate_refusal, s.candidate_truncated),
+        ):
+            if refused:
+                self.refusals.labels(exp, seg, arm).inc()
+            if truncated:
+                self.truncations.labels(exp, seg, arm).inc()
 
     def _observe_latency(self, exp: str, seg: str, s: PairScore) -> None:
         if s.primary_status == "ok" and s.primary_latency_ms is not None:
@@ -310,6 +345,9 @@ class Metrics:
         for w in windows:
             exp, seg = self._labels(w.key.experiment, w.key.segment)
             self.windows.labels(exp, seg, w.key.comparison).inc()
+            fraction = w.aggregate.quality_sampled_fraction
+            if fraction is not None:
+                self.sampled.labels(exp, seg, w.key.comparison).set(fraction)
 
     def observe_dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(reason).inc()

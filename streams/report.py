@@ -396,8 +396,8 @@ def limit_text(metric: str, policy: Policy) -> str:
     if metric == Metric.LATENCY_P99:
         q = policy.latency.quantile * 100
         return f"p{q:g} <= {1 + policy.latency.max_relative_increase:.2f}x primary"
-    if metric == Metric.ERROR_RATE:
-        e = policy.errors
+    if metric in (Metric.ERROR_RATE, Metric.REFUSAL_RATE):
+        e = policy.errors if metric == Metric.ERROR_RATE else policy.refusals
         return f"<= max({e.max_absolute:.0%}, primary + {e.max_increase * 100:g} pp)"
     if metric == Metric.QUALITY:
         return f"<= {policy.quality.max_relative_drop:.0%} below reference"

@@ -11,10 +11,12 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from comparators.pairs import Outcome
+from comparators.aggregate import Aggregate
+from comparators.pairs import Outcome, score_pair
 from judge.policy import load_policy
 from judge.verdicts import Action, Decision
 from pipeline.core import MemorySink, Pipeline, Tee
+from pipeline.windows import ClosedWindow, WindowKey
 from streams.metrics import NAMES, OTHER, Metrics, MetricsSink
 from streams.replay import TrafficSpec, built_payloads
 from streams.traffic import Faults
@@ -238,3 +240,45 @@ def test_store_health_is_read_at_scrape_time() -> None:
     assert total(samples, NAMES.store_backpressure) == 1
     assert total(samples, NAMES.store_buffered) == 1234
     assert total(samples, NAMES.store_retries) == 3
+
+
+def test_refusal_and_truncation_counters_match_the_pairs(replayed) -> None:
+    metrics, memory = replayed
+    samples = scrape(metrics)
+    paired = [s for s in memory.scores if s.outcome == Outcome.PAIRED]
+    for signal, name in (("refusal", NAMES.refusals), ("truncated", NAMES.truncations)):
+        for arm in ("primary", "candidate"):
+            want = sum(bool(getattr(s, f"{arm}_{signal}")) for s in paired)
+            assert total(samples, name, arm=arm) == want, (signal, arm)
+    # and per segment and arm, on answers that refuse and are cut off
+    metrics = Metrics()
+    refusal = "I'm sorry, but I can't assist with that."
+    for i, (p_text, c_text, c_finish) in enumerate(
+        [("Paris.", refusal, "stop"), (refusal, "Paris.", "stop"), ("Paris.", "Pa", "length")]
+    ):
+        primary = event(f"r{i}", segment="a", text=p_text)
+        candidate = event(f"r{i}", "candidate", segment="a", text=c_text, finish_reason=c_finish)
+        metrics.observe_pairs([score_pair(primary, candidate, {})])
+    samples = scrape(metrics)
+    for name, arm, want in (
+        (NAMES.refusals, "candidate", 1),
+        (NAMES.refusals, "primary", 1),
+        (NAMES.truncations, "candidate", 1),
+        (NAMES.truncations, "primary", 0),
+    ):
+        assert total(samples, name, experiment="exp", segment="a", arm=arm) == want, (name, arm)
+
+
+def test_sampled_fraction_is_the_last_closed_windows(replayed) -> None:
+    samples = scrape(replayed[0])
+    gauges = {ls: v for (n, ls), v in samples.items() if n == NAMES.sampled}
+    assert gauges and set(gauges.values()) == {1.0}  # no semantic budget in this replay
+    metrics = Metrics()
+    key = WindowKey("exp", "seg", "candidate", 0)
+    for measured, unsampled in ((3, 1), (1, 4)):
+        agg = Aggregate(quality_measured=measured, quality_unsampled=unsampled)
+        metrics.observe_windows([ClosedWindow(key, 60_000, agg, 0)])
+    labels = frozenset({("experiment", "exp"), ("segment", "seg"), ("comparison", "candidate")})
+    assert scrape(metrics)[(NAMES.sampled, labels)] == 0.2
+    metrics.observe_windows([ClosedWindow(key, 120_000, Aggregate(), 0)])  # no quality: kept
+    assert scrape(metrics)[(NAMES.sampled, labels)] == 0.2
