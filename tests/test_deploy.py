@@ -145,6 +145,8 @@ def test_dashboard_is_valid_and_laid_out_without_overlaps() -> None:
         "Error rates per arm",
         "Decisions timeline",
         "Current stage",
+        "Refusal and truncation rate by arm",
+        "Semantic sampled fraction",
     ):
         assert required in titles
 
@@ -312,3 +314,24 @@ def test_flagger_metric_templates_and_canary() -> None:
     for m in canary["spec"]["analysis"]["metrics"]:
         assert m["templateRef"]["name"] in templates
         assert "experiment" in m["templateVariables"] and "thresholdRange" in m
+
+
+def test_signal_panels_read_the_windows(replayed_store) -> None:
+    store, start, end = replayed_store
+    panels = {p["title"]: p for p in dashboard()["panels"]}
+
+    def run(title: str) -> list[tuple]:
+        sql = expand_macros(panels[title]["targets"][0]["rawSql"], start, end, INTERVAL_S)
+        return store.query(sql, {"experiment": EXPERIMENT}).result_rows
+
+    rates = run("Refusal and truncation rate by arm")
+    assert rates and all(0 <= v <= 1 for row in rates for v in row[1:] if v is not None)
+    refusals, pairs = store.query(
+        "SELECT sum(candidate_refusals), sum(refusal_pairs) FROM windows FINAL "
+        "WHERE comparison = 'candidate'"
+    ).result_rows[0]
+    from_pairs = store.query(
+        "SELECT countIf(candidate_refusal) FROM pairs FINAL WHERE comparison = 'candidate'"
+    ).result_rows[0][0]
+    assert pairs > 0 and refusals == from_pairs
+    assert {row[2] for row in run("Semantic sampled fraction")} == {1.0}  # replay: no budget
