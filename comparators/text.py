@@ -5,12 +5,9 @@ These run on every pair; the embedding model only sees what they cannot settle.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
 from rapidfuzz import fuzz
-
-_SPACE = re.compile(r"\s+")
 
 
 def normalize(text: str, *, fold: bool = True) -> str:
@@ -24,7 +21,9 @@ def normalize(text: str, *, fold: bool = True) -> str:
     change them.
     """
     form = "NFKC" if fold else "NFC"
-    text = _SPACE.sub(" ", unicodedata.normalize(form, text)).strip()
+    if not unicodedata.is_normalized(form, text):  # a quick check; most texts already are
+        text = unicodedata.normalize(form, text)
+    text = " ".join(text.split())  # str.split() splits on the same whitespace as re's \s+
     return text.casefold() if fold else text
 
 

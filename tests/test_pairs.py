@@ -17,6 +17,9 @@ from tests.builders import alpaca, event
 def test_normalize_ignores_case_width_and_whitespace() -> None:
     assert normalize("  Hello\n\tWORLD ") == normalize("hello world")
     assert normalize("\uff21\uff22\uff23") == "abc"  # full-width letters (NFKC)
+    # every Unicode whitespace run is one space, as with re's \s+; NFC only when unfolded
+    assert normalize("a\u00a0\u2003 b\x1c\u3000c\r\n") == "a b c"
+    assert normalize(" Caf\u0065\u0301  X ", fold=False) == "Caf\u00e9 X"
 
 
 @pytest.mark.parametrize(
