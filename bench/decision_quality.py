@@ -470,23 +470,25 @@ def judge_decisions(run: Run, corpus: Corpus, policy: Policy) -> Iterator[Decisi
     orphan_ids = orphans[o_order].tolist()
     orphan_due = run.closed_ms[orphans][o_order].tolist()
     lateness, cadence = policy.pairing.lateness_ms, policy.windows.size_ms // 10
-    seen = e_next = o_next = 0
+    seen = e_next = o_next = swept = 0
     for t in halves.tolist():
         pipe.pairer.watermark_ms = max(pipe.pairer.watermark_ms, t - lateness)
+        emitted = []
         while e_next < len(em_t) and em_t[e_next] <= t:
-            pipe._scored.append(build(em_kind[e_next], em_req[e_next]))
+            emitted.append(build(em_kind[e_next], em_req[e_next]))
             e_next += 1
-        if len(pipe._scored) >= pipe.batch_size:
-            pipe._drain()
+        pipe.add_scored(emitted)
         wm = pipe.pairer.watermark_ms
-        if wm - pipe._swept_ms < cadence:
+        if wm - swept < cadence:
             continue
-        pipe._swept_ms = wm
+        swept = wm
+        orphaned = []
         while o_next < len(orphan_ids) and orphan_due[o_next] <= t:
-            pipe._scored.append(build(2, orphan_ids[o_next]))
+            orphaned.append(build(2, orphan_ids[o_next]))
             o_next += 1
-        pipe._drain()
-        pipe._judge(pipe.windows.advance(wm))
+        pipe.add_scored(orphaned)
+        pipe.drain()
+        pipe.judge(pipe.windows.advance(wm))
         yield from sink.made[seen:]
         seen = len(sink.made)
 

@@ -371,12 +371,7 @@ def stage_costs(payloads: list[bytes]) -> dict[str, float]:
     matched = timed("pair", lambda: [pairer.add(e) for e in events])
     scorer = Pipeline(policy, MemorySink())
 
-    def score() -> list[Any]:
-        for m in matched:
-            scorer._take(m)
-        return scorer._scored
-
-    scores = timed("score", score)
+    scores = timed("score", lambda: [s for m in matched for s in scorer.score(m)])
     timed("changelog_encode", lambda: [encode_pending(p) for p in pairer.state.values()])
     records = timed("pairs_encode", lambda: encode_pairs(scores))
     decoded = timed("pairs_decode", lambda: [x for r in records for x in decode_pairs(r)])

@@ -117,34 +117,40 @@ class Pipeline:
             self.counts[f"dead_letter.{exc.reason}"] += 1
             self.sink.dead_letters([DeadLetter.of(exc, raw, received_ms, source)])
             return
-        self._take(self.pairer.add(event))
-        if len(self._scored) >= self.batch_size:
-            self._drain()
+        self.add_scored(self.score(self.pairer.add(event)))
         if self.pairer.watermark_ms - self._swept_ms >= self.policy.windows.size_ms // 10:
             self._swept_ms = self.pairer.watermark_ms
-            self._take(self.pairer.sweep())
-            self._drain()
-            self._judge(self.windows.advance(self.pairer.watermark_ms))
+            self.add_scored(self.score(self.pairer.sweep()))
+            self.drain()
+            self.judge(self.windows.advance(self.pairer.watermark_ms))
 
     def finish(self) -> None:
         """End of input: close every open request and window, and judge them."""
-        self._take(self.pairer.flush())
-        self._drain()
-        self._judge(self.windows.flush())
+        self.add_scored(self.score(self.pairer.flush()))
+        self.drain()
+        self.judge(self.windows.flush())
 
-    def _take(self, matched: Matched) -> None:
+    def score(self, matched: Matched) -> list[PairScore]:
+        """Score what one pairing step produced (pairs, orphans, split singles); drops and
+        shed requests are counted. The worker's pairing stage calls this directly."""
         prices = self.policy.prices
-        for primary, other in matched.pairs:
-            self._scored.append(score_pair(primary, other, prices))
-        for present, missing in matched.orphans:
-            self._scored.append(score_orphan(present, missing, prices))
-        self._scored.extend(score_split(e, prices) for e in matched.singles)
+        scores = [score_pair(primary, other, prices) for primary, other in matched.pairs]
+        scores += [score_orphan(present, missing, prices) for present, missing in matched.orphans]
+        scores += [score_split(e, prices) for e in matched.singles]
         for _, drop in matched.dropped:
             self.counts[f"dropped.{drop}"] += 1
         if matched.shed:
             self.counts["pairing.shed"] += matched.shed
+        return scores
 
-    def _drain(self) -> None:
+    def add_scored(self, scores: Sequence[PairScore]) -> None:
+        """Queue scored pairs for the windows; a full batch is drained at once."""
+        self._scored.extend(scores)
+        if len(self._scored) >= self.batch_size:
+            self.drain()
+
+    def drain(self) -> None:
+        """Enrich the queued pairs, add them to their windows and send them to the sink."""
         if not self._scored:
             return
         scores, self._scored = self._scored, []
@@ -156,7 +162,8 @@ class Pipeline:
         self.counts.update(tally(scores))
         self.sink.pairs(scores)
 
-    def _judge(self, closed: list[ClosedWindow]) -> None:
+    def judge(self, closed: list[ClosedWindow]) -> None:
+        """Write closed windows and decide each experiment's step at their end."""
         if not closed:
             return
         self.sink.windows(closed)

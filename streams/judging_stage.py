@@ -314,7 +314,7 @@ class JudgingStage:
         if closed:
             self.outputs.pairs(scores)  # a window's pairs are queued before its row
             scores.clear()
-            task.pipeline._judge(closed)
+            task.pipeline.judge(closed)
             self.counts["windows"] += len(closed)
         return closed
 

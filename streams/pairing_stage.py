@@ -97,9 +97,7 @@ class PairingTask:
         self.published_at = 0.0
 
     def score(self, matched: Matched) -> list[PairScore]:
-        self.pipeline._take(matched)
-        scores, self.pipeline._scored = self.pipeline._scored, []
-        return scores
+        return self.pipeline.score(matched)
 
     def saw_event(self, completed_ms: int) -> None:
         self.events_wm = max(self.events_wm, completed_ms - self.lateness_ms)
