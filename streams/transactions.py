@@ -306,11 +306,12 @@ async def after_last_records(
     reader: AIOKafkaConsumer, ends: Mapping[TP, int], timeout_s: float = 60.0
 ) -> dict[TP, int]:
     """Per partition, the offset right after the last record `reader` (read_committed)
-    gets below `ends` (the last stable offsets), or the first offset when it gets none:
-    transaction markers and aborted records at the tail are skipped. Reads backwards from
+    gets below `ends` (the last stable offsets), or 0 when it gets none: nothing to read
+    (a first offset above 0 would have recovery wait for a record that never comes, point
+    7). Transaction markers and aborted records at the tail are skipped. Reads backwards from
     the end in growing windows; usually the first 64 offsets hold a record."""
     begins = await reader.beginning_offsets(list(ends))
-    out = {tp: begins[tp] for tp in ends}
+    out = dict.fromkeys(ends, 0)
     todo = {tp: end for tp, end in ends.items() if end > begins[tp]}
     window = 64
     while todo:
@@ -329,7 +330,7 @@ async def after_last_records(
                     last[tp] = max(below)
         for tp in list(todo):
             if tp in last or starts[tp] == begins[tp]:
-                out[tp] = last[tp] + 1 if tp in last else begins[tp]
+                out[tp] = last[tp] + 1 if tp in last else 0
                 del todo[tp]
         window *= 8
     return out

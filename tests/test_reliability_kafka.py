@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from faust.types import TP
 
 from schemas.events import Arm, Event, Output, Task
@@ -338,30 +339,49 @@ def test_recovery_reads_up_to_the_last_committed_record(
     kafka_bootstrap: str, topic_factory: TopicFactory
 ) -> None:
     """A changelog under transactions ends with markers and, after a kill, aborted
-    records: recovery must stop at the last committed record, not wait for the end."""
-    committed, aborted, empty = topic_factory.many(3, partitions=1)
+    records: recovery must stop at the last committed record, not wait for the end. One
+    whose records were all deleted (first offset above 0) has nothing to read."""
+    committed, aborted, empty, deleted = topic_factory.many(4, partitions=1)
 
     async def run() -> dict[TP, int]:
         producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, transactional_id="t-tail")
         await producer.start()
         try:
-            for topic, n, commit in ((committed, 3, True), (aborted, 3, True), (aborted, 2, False)):
+            runs = (
+                (committed, 3, True),
+                (aborted, 3, True),
+                (aborted, 2, False),
+                (deleted, 2, True),
+            )
+            for topic, n, commit in runs:
                 await producer.begin_transaction()
                 for i in range(n):
                     await producer.send_and_wait(topic, b"v", key=b"%d" % i)
                 await (producer.commit_transaction() if commit else producer.abort_transaction())
         finally:
             await producer.stop()
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.delete_records({TP(deleted, 0): RecordsToDelete(2)})
+        finally:
+            await admin.close()
         reader = AIOKafkaConsumer(
             bootstrap_servers=kafka_bootstrap, isolation_level="read_committed"
         )
         await reader.start()
         try:
-            tps = [TP(t, 0) for t in (committed, aborted, empty)]
+            tps = [TP(t, 0) for t in (committed, aborted, empty, deleted)]
             ends = await reader.end_offsets(tps)
-            assert ends == {TP(committed, 0): 4, TP(aborted, 0): 7, TP(empty, 0): 0}
+            assert ends == {
+                TP(committed, 0): 4,
+                TP(aborted, 0): 7,
+                TP(empty, 0): 0,
+                TP(deleted, 0): 3,
+            }
             return await after_last_records(reader, ends)
         finally:
             await reader.stop()
 
-    assert asyncio.run(run()) == {TP(committed, 0): 3, TP(aborted, 0): 3, TP(empty, 0): 0}
+    after = asyncio.run(run())
+    assert after == {TP(committed, 0): 3, TP(aborted, 0): 3, TP(empty, 0): 0, TP(deleted, 0): 0}
