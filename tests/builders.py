@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from comparators.aggregate import Aggregate, merged
+from comparators.pairs import PairScore
 from schemas.events import Arm, Event, Output, Status, Task
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -49,3 +51,15 @@ def event(
         finish_reason="stop",
     )
     return replace(base, **kwargs)
+
+
+def added_and_merged(scores: list[PairScore]) -> tuple[Aggregate, Aggregate]:
+    """The same scores added to one aggregate, and spread over three merged ones: merging
+    must give what adding everything to one gives."""
+    one = Aggregate()
+    for s in scores:
+        one.add(s)
+    parts = [Aggregate(), Aggregate(), Aggregate()]
+    for i, s in enumerate(scores):
+        parts[i % 3].add(s)
+    return one, merged(parts)

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from comparators.aggregate import EXAMPLES, SIGNAL_KINDS, Aggregate, PairedCounts, merged
+from comparators.aggregate import EXAMPLES, SIGNAL_KINDS, Aggregate, PairedCounts
 from comparators.pairs import PairScore, score_orphan, score_pair
-from tests.builders import event
+from tests.builders import added_and_merged, event
 
 REFUSAL = "I'm sorry, but I can't assist with that."
 ANSWER = "The capital of France is Paris, with about 2.1 million inhabitants."
@@ -95,13 +95,7 @@ def test_merge_equals_adding_everything_to_one() -> None:
         )
         for i in range(200)
     ]
-    one = Aggregate()
-    for s in scores:
-        one.add(s)
-    parts = [Aggregate(), Aggregate(), Aggregate()]
-    for i, s in enumerate(scores):
-        parts[i % 3].add(s)
-    total = merged(parts)
+    one, total = added_and_merged(scores)
     assert total.refusals == one.refusals and total.truncations == one.truncations
     assert one.refusals.only_candidate > 10 and one.truncations.only_primary > 5
     for name in (

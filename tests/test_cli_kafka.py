@@ -3,36 +3,17 @@ replayer's `--rebase-time now`, and the progress bar counting records."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from typer.testing import CliRunner
 
 from streams.cli import app
+from tests.stream_harness import read_topic
 
 pytestmark = pytest.mark.kafka
 PARTITIONS = 2
-
-
-async def drain(bootstrap: str, topic: str) -> list[bytes]:
-    """Every value of ``topic`` up to its end offsets at call time."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        values: list[bytes] = []
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            for batch in (await consumer.getmany(*tps, timeout_ms=1000)).values():
-                values.extend(r.value for r in batch)
-        return values
-    finally:
-        await consumer.stop()
 
 
 def test_publish_from_a_config_file_rebased_to_now(kafka_bootstrap, topic_factory, tmp_path):
@@ -50,7 +31,7 @@ def test_publish_from_a_config_file_rebased_to_now(kafka_bootstrap, topic_factor
     assert out.exit_code == 0, out.output
     assert f"published 100 events to {events}" in out.stdout
     assert "publish" in out.stderr and "100/100" in out.stderr and "records" in out.stderr
-    docs = [orjson.loads(v) for v in asyncio.run(drain(kafka_bootstrap, events))]
+    docs = [orjson.loads(r.value) for r in read_topic(kafka_bootstrap, events)]
     assert len(docs) == 100
     first = min(d["start_time_ms"] for d in docs)
     assert before <= first <= int(time.time() * 1000)  # the 2023 sample, moved to now

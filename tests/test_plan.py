@@ -31,33 +31,31 @@ def test_latency_need_is_the_mixture_bound_at_the_judges_alpha_and_rho() -> None
     assert got.alpha == ALPHA and got.effect == pytest.approx(math.log(1.2))
 
 
+def _paired_rate_need(p: float) -> int:
+    """The faster of the two routes to a pass for a paired rate at base rate p (errors and
+    refusals: +2 pp on the increase, or 5 % on the candidate's rate), at least min_pairs."""
+    sd = math.sqrt(max(p * (1 - p), 1e-6))
+    routes = [
+        required_samples_bounded(
+            0.02, math.sqrt(max(2 * p * (1 - p), 1e-6)), ALPHA / 2, lower=-1, upper=1
+        ).n
+    ]
+    if p < 0.05:
+        routes.append(required_samples_bounded(0.05 - p, sd, ALPHA / 2).n)
+    return max(min(routes), POLICY.judge.min_pairs)
+
+
 def test_error_need_is_the_faster_of_the_two_routes_to_a_pass() -> None:
     for p in (0.0, 0.01, 0.04, 0.2):
         got = need(POLICY, Assumptions(5.0, error_rate=p), Metric.ERROR_RATE)
-        sd = math.sqrt(max(p * (1 - p), 1e-6))
-        routes = [
-            required_samples_bounded(
-                0.02, math.sqrt(max(2 * p * (1 - p), 1e-6)), ALPHA / 2, lower=-1, upper=1
-            ).n
-        ]
-        if p < 0.05:
-            routes.append(required_samples_bounded(0.05 - p, sd, ALPHA / 2).n)
-        assert got.n == max(min(routes), POLICY.judge.min_pairs), p
+        assert got.n == _paired_rate_need(p), p
         assert got.alpha == ALPHA / 2
 
 
 def test_refusal_need_takes_the_error_routes_over_pairs_only() -> None:
     for p in (0.0, 0.01, 0.05):
         got = need(POLICY, Assumptions(5.0, refusal_rate=p), Metric.REFUSAL_RATE)
-        sd = math.sqrt(max(p * (1 - p), 1e-6))
-        routes = [
-            required_samples_bounded(
-                0.02, math.sqrt(max(2 * p * (1 - p), 1e-6)), ALPHA / 2, lower=-1, upper=1
-            ).n
-        ]
-        if p < 0.05:
-            routes.append(required_samples_bounded(0.05 - p, sd, ALPHA / 2).n)
-        assert got.n == max(min(routes), POLICY.judge.min_pairs), p
+        assert got.n == _paired_rate_need(p), p
         assert got.rate == Rate.PAIRED and got.alpha == ALPHA / 2, p
     split = plan_ramp(POLICY, Assumptions(5.0, mode=Mode.SPLIT))
     assert Metric.REFUSAL_RATE not in split.stages[2].seconds  # no text pairs in split traffic

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from comparators.aggregate import Aggregate, merged
+from comparators.aggregate import Aggregate
 from comparators.pairs import score_orphan, score_pair
 from pipeline.windows import TumblingWindows, WindowKey
 from schemas.events import Status
-from tests.builders import event
+from tests.builders import added_and_merged, event
 
 
 def pair(rid: str, start: int, p_lat: float = 1000, c_lat: float = 1000, **kw):
@@ -73,13 +73,7 @@ def test_aggregate_counts_failures_orphans_and_quantiles() -> None:
 def test_merge_equals_adding_everything_to_one() -> None:
     scores = [pair(f"r{i}", i, 1000 + i, 900 + 3 * i) for i in range(300)]
     scores[5] = score_orphan(event("x"), "candidate", {})
-    one = Aggregate()
-    for s in scores:
-        one.add(s)
-    parts = [Aggregate(), Aggregate(), Aggregate()]
-    for i, s in enumerate(scores):
-        parts[i % 3].add(s)
-    total = merged(parts)
+    one, total = added_and_merged(scores)
     assert total.n_requests == one.n_requests and total.candidate_failures == 1
     assert total.log_latency_ratio.mean == pytest.approx(one.log_latency_ratio.mean)
     assert total.latency_quantile("candidate", 0.99) == pytest.approx(
