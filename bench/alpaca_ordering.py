@@ -10,8 +10,8 @@ instructions (../shared/data/alpaca_eval). A floor row pairs gpt4_0613 with the 
 variant's answer to the *next* instruction: what an off-topic answer scores.
 
 Every pair goes through `comparators.pairs.score_pair` (lexical similarity, length ratio and
-the signals of `comparators.signals`); semantic similarity is all-MiniLM-L6-v2 through
-`comparators.semantic` (ONNX int8 by default) behind a `CachedEncoder`, so the primary's
+the signals of `shadowlens.comparators.signals`); semantic similarity is all-MiniLM-L6-v2 through
+`shadowlens.comparators.semantic` (ONNX int8 by default) behind a `CachedEncoder`, so the primary's
 answers are encoded once for all rows.
 
 "Sensible", fixed before looking: both variants of the primary's own model are closer to it
@@ -40,11 +40,11 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from comparators.pairs import PairScore, score_pair  # noqa: E402
-from comparators.semantic import make_encoder, semantic_similarity  # noqa: E402
-from comparators.signals import is_refusal, negation_mismatch, number_mismatch  # noqa: E402
-from comparators.text import lexical_similarity  # noqa: E402
-from schemas.events import Arm, Event, Output, Status, Task  # noqa: E402
+from shadowlens.comparators.pairs import PairScore, score_pair  # noqa: E402
+from shadowlens.comparators.semantic import make_encoder, semantic_similarity  # noqa: E402
+from shadowlens.comparators.signals import is_refusal, negation_mismatch, number_mismatch  # noqa: E402
+from shadowlens.comparators.text import lexical_similarity  # noqa: E402
+from shadowlens.schemas.events import Arm, Event, Output, Status, Task  # noqa: E402
 
 PRIMARY = "gpt4_0613"
 SAME_MODEL = ("gpt4_0613_concise", "gpt4_0613_verbose")

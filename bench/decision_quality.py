@@ -7,12 +7,12 @@
 Traffic is a replay of real data, drawn afresh for every seeded run: Azure LLM trace
 arrivals and token counts (cyclic, from a random row), AlpacaEval instructions (random per
 request) with their real outputs, and latency from the llmperf-calibrated model of
-`streams.traffic`. What the full pipeline would spend on decoding and text comparison is
+`shadowlens.replay.traffic`. What the full pipeline would spend on decoding and text comparison is
 done once: the lexical similarity of the primary's output to each other output of the same
-instruction (`comparators.text.lexical_similarity`). Each run then draws arrival offset,
+instruction (`shadowlens.comparators.text.lexical_similarity`). Each run then draws arrival offset,
 instructions, output-length and latency noise, errors and substitutions with its seed,
 builds `PairScore`s directly and feeds them through the pipeline's own event-time windows
-and judge (`pipeline.core.Pipeline` from the scored pair on: same watermark, same window
+and judge (`shadowlens.job.pipeline.Pipeline` from the scored pair on: same watermark, same window
 closing, same `decide`), with the default policy.
 
 Scenarios. A/A: the candidate is the primary's equal-quality sibling (gpt4_0613's outputs
@@ -34,7 +34,7 @@ Methods, all on the same stream and the same 60 s windows:
   error rates, mean quality against the replica's), rollback after 3 failed checks in a
   row; one ramp step per passing window;
 - Kayenta-style: one look after 50 windows (50 points per metric, the minimum usually
-  advised for a Kayenta analysis): Mann-Whitney (`judge.stats.mann_whitney`) of the
+  advised for a Kayenta analysis): Mann-Whitney (`shadowlens.judge.stats.mann_whitney`) of the
   per-window series of candidate against primary (quality: against the replica) at 98 %
   confidence (NetflixACAJudge's confLevel), after
   Kayenta's IQR outlier removal, High/Low only if the mean effect is also past the policy
@@ -44,7 +44,7 @@ All three watch the same horizon (50 windows); a rollback in A/A is a false roll
 medians count a run without the decision as never deciding (censored at the horizon).
 
 `--variants` also runs prototypes of changes to judge/classify.py (see VARIANTS), patched
-into `judge.decide` inside the benchmark's processes only, to measure them before anyone
+into `shadowlens.judge.decide` inside the benchmark's processes only, to measure them before anyone
 edits the judge.
 """
 
@@ -62,16 +62,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-
-import judge.decide as decide_module
-from comparators.pairs import Outcome, PairScore
-from comparators.signals import is_refusal
-from comparators.text import lexical_similarity
-from judge.policy import Policy, load_policy
-from judge.stats import mann_whitney, mcnemar_sequential, mixture_rho, quantile_ratio_ci
-from judge.verdicts import Action, Decision, Evidence, Metric, Verdict
-from pipeline.core import Pipeline
-from streams.traffic import (
+import shadowlens.judge.decide as decide_module
+from shadowlens.comparators.pairs import Outcome, PairScore
+from shadowlens.comparators.signals import is_refusal
+from shadowlens.comparators.text import lexical_similarity
+from shadowlens.job.pipeline import Pipeline
+from shadowlens.judge.policy import Policy, load_policy
+from shadowlens.judge.stats import mann_whitney, mcnemar_sequential, mixture_rho, quantile_ratio_ci
+from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
+from shadowlens.replay.traffic import (
     LATENCY_MODELS,
     PRIMARY_MODEL,
     REPLICA_OUTPUT_MODEL,
@@ -243,7 +242,7 @@ class Run:
 
 
 def _fail_latency(rng: np.random.Generator, n: int) -> np.ndarray:
-    return 50.0 + 350.0 * rng.random(n)  # fail fast: 503/429, as streams.traffic does
+    return 50.0 + 350.0 * rng.random(n)  # fail fast: 503/429, as shadowlens.replay.traffic does
 
 
 def draw_run(corpus: Corpus, sc: Scenario, cfg: Config, policy: Policy, seed: int) -> Run:
@@ -318,7 +317,7 @@ def _pairing(
     replica: np.ndarray,
     policy: Policy,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Which halves come too late to pair, as `pipeline.pairing.Pairer` decides it.
+    """Which halves come too late to pair, as `shadowlens.pipeline.pairing.Pairer` decides it.
 
     A request is closed by the first sweep after its first half arrived whose watermark has
     passed start + timeout; a half still missing then is an orphan (counted against its
@@ -440,7 +439,7 @@ def _score_builder(run: Run, corpus: Corpus) -> Callable[[int, int], PairScore]:
 def _emissions(run: Run) -> tuple[list[int], list[int], list[int]]:
     """When each pair leaves the pairer: with the later of its two halves. Candidate pairs
     whose late half missed the pairing timeout are orphans instead (emitted by a sweep);
-    a late replica is dropped, as `pipeline.pairing` does."""
+    a late replica is dropped, as `shadowlens.pipeline.pairing` does."""
     idx = np.arange(len(run.start_ms))
     cand = ~(run.late_c | run.late_p)
     rep = run.replica & ~run.late_r
@@ -653,7 +652,7 @@ def run_kayenta(run: Run, s: WindowSeries, policy: Policy) -> MethodResult:
 # --------------------------------------------------------------------------- variants
 #
 # Prototypes of changes to judge/classify.py and judge/decide.py, to measure them here
-# before anyone edits those files. They are patched into `judge.decide`'s namespace (the
+# before anyone edits those files. They are patched into `shadowlens.judge.decide`'s namespace (the
 # names `_judge_segment` calls) inside the benchmark's worker processes only.
 
 _ORIGINAL = {

@@ -4,13 +4,13 @@
     .venv/bin/python bench/semantic_throughput.py --requests 400 --data-dir ../shared/data
 
 Traffic: `--requests` requests of gpt4_0613 (primary) against Meta-Llama-3-70B-Instruct
-(candidate), real AlpacaEval outputs at Azure trace arrivals (`streams.traffic`), each
+(candidate), real AlpacaEval outputs at Azure trace arrivals (`shadowlens.replay.traffic`), each
 instruction at most once (the shipped sample has 280, the full set 805), so no text
 repeats and the embedding cache cannot flatter the pipeline. Per backend, side by side:
 
 (a) raw: one ``encoder.encode`` call on exactly the texts the pipeline sent to the model
     (recorded in (b), checked equal as a multiset), batched by the encoder itself;
-(b) pipeline: the requests' wire events through `pipeline.core.Pipeline` (decode, pair,
+(b) pipeline: the requests' wire events through `shadowlens.job.pipeline.Pipeline` (decode, pair,
     lexical scores, the semantic cascade with no budget limit behind a fresh LRU cache,
     windows, judge), i.e. ``shadowlens replay --semantic <backend> --no-store``.
 
@@ -40,13 +40,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from comparators.cascade import SemanticCascade  # noqa: E402
-from comparators.pairs import PairScore  # noqa: E402
-from comparators.semantic import CachedEncoder, Encoder, make_encoder  # noqa: E402
-from judge.policy import SemanticPolicy, load_policy  # noqa: E402
-from pipeline.core import MemorySink, Pipeline  # noqa: E402
-from streams.semantic_stage import CACHE_ENTRIES  # noqa: E402
-from streams.traffic import Faults, build_events, load_full, load_sample, wire_payloads  # noqa: E402
+from shadowlens.comparators.cascade import SemanticCascade  # noqa: E402
+from shadowlens.comparators.pairs import PairScore  # noqa: E402
+from shadowlens.comparators.semantic import CachedEncoder, Encoder, make_encoder  # noqa: E402
+from shadowlens.job.pipeline import Pipeline  # noqa: E402
+from shadowlens.job.sinks import MemorySink  # noqa: E402
+from shadowlens.judge.policy import SemanticPolicy, load_policy  # noqa: E402
+from shadowlens.replay.traffic import Faults, build_events, load_full, load_sample, wire_payloads  # noqa: E402
+from shadowlens.streams.semantic_stage import CACHE_ENTRIES  # noqa: E402
 
 PRIMARY, CANDIDATE = "gpt4_0613", "Meta-Llama-3-70B-Instruct"
 NO_LIMIT = SemanticPolicy(max_pairs_per_s=0)

@@ -4,12 +4,12 @@
     .venv/bin/python bench/soak_memory.py --events 200000      # what CI runs (tests/test_soak.py)
 
 Events are real sample traffic (AlpacaEval outputs at Azure trace arrivals,
-`streams.traffic`) repeated with fresh request ids and event times shifted forward by the
+`shadowlens.replay.traffic`) repeated with fresh request ids and event times shifted forward by the
 template's span each cycle, so the stream never ends and nothing is ever seen twice by
 accident. The template carries 2 % lost candidates (orphans, swept by the watermark) and 1 %
 halves sent twice (duplicates, recognised by the closed-request memory), and the policy's
 ``pairing.max_pending`` is lowered below the number of requests open at once, so shedding
-runs all along too. They go through `pipeline.core.Pipeline` (decode, pair, score, window,
+runs all along too. They go through `shadowlens.job.pipeline.Pipeline` (decode, pair, score, window,
 judge: what `shadowlens replay` runs) into a sink that only counts.
 
 The process's resident set (``/proc/self/statm``) is sampled every ``--every`` events after
@@ -38,13 +38,13 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from comparators.pairs import PairScore
-from judge.policy import Policy, load_policy
-from judge.verdicts import Decision
-from pipeline.core import Pipeline
-from pipeline.windows import ClosedWindow
-from schemas.events import DeadLetter
-from streams.traffic import Faults, apply_faults, build_events, load_sample
+from shadowlens.comparators.pairs import PairScore
+from shadowlens.job.pipeline import Pipeline
+from shadowlens.judge.policy import Policy, load_policy
+from shadowlens.judge.verdicts import Decision
+from shadowlens.pipeline.windows import ClosedWindow
+from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
+from shadowlens.schemas.events import DeadLetter
 
 TEMPLATE_REQUESTS = 2_000
 MAX_PENDING = 200  # open requests per experiment: sheds ~2 % of requests on this traffic
@@ -53,7 +53,7 @@ PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
 @dataclass
 class CountingSink:
-    """A `pipeline.core.Sink` that keeps nothing but counts."""
+    """A `shadowlens.job.sinks.Sink` that keeps nothing but counts."""
 
     counts: Counter[str] = field(default_factory=Counter)
 

@@ -11,14 +11,14 @@ at Azure trace arrivals, no faults) and produced once, keyed by request_id, to a
 (a) raw: one aiokafka consumer reads every event from the beginning and decodes it with
     orjson -- the floor any Kafka consumer in Python pays;
 (a') Faust alone: a no-op agent in one worker process, on the worker's own app settings
-    (`streams.app.new_app`: same consumer, batches of `stream.take_events`, acks), that
+    (`shadowlens.streams.app.new_app`: same consumer, batches of `stream.take_events`, acks), that
     only orjson-decodes and counts -- no tables, no outputs: the most a Faust worker can do
     here, so (a')/(a) is the part of the gap that is Faust's and (b)/(a') the part that is
     ours;
 (b) pipeline: one `shadowlens worker` (non-semantic comparators, at_least_once, chdb);
 (c) the same with two worker processes in one consumer group.
 
-Without Kafka, on the same events: the plain-Python `pipeline.core.Pipeline` (what
+Without Kafka, on the same events: the plain-Python `shadowlens.job.pipeline.Pipeline` (what
 `shadowlens replay` runs: decode, pair, score, window, judge) and the per-event cost of each
 step the worker takes (decode, pair, score, changelog and pairs encoding, the judging
 side's decode and window add), in CPU microseconds per event.
@@ -65,18 +65,20 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from judge.policy import load_policy  # noqa: E402
-from pipeline.core import MemorySink, Pipeline, pairing_config  # noqa: E402
-from pipeline.pairing import Pairer  # noqa: E402
-from pipeline.windows import TumblingWindows  # noqa: E402
-from schemas.events import decode_event  # noqa: E402
-from streams.app import STATS_MARK, new_app  # noqa: E402
-from streams.codec import encode_pending  # noqa: E402
-from streams.config import Settings  # noqa: E402
-from streams.publish import publish  # noqa: E402
-from streams.topics import Topology  # noqa: E402
-from streams.traffic import build_events, load_sample  # noqa: E402
-from streams.wire import decode_pairs, encode_pairs  # noqa: E402
+from shadowlens.job.pipeline import Pipeline  # noqa: E402
+from shadowlens.job.scoring import Scorer, pairing_config  # noqa: E402
+from shadowlens.job.sinks import MemorySink  # noqa: E402
+from shadowlens.judge.policy import load_policy  # noqa: E402
+from shadowlens.pipeline.pairing import Pairer  # noqa: E402
+from shadowlens.pipeline.windows import TumblingWindows  # noqa: E402
+from shadowlens.replay.publish import publish  # noqa: E402
+from shadowlens.replay.traffic import build_events, load_sample  # noqa: E402
+from shadowlens.schemas.events import decode_event  # noqa: E402
+from shadowlens.streams.app import STATS_MARK, new_app  # noqa: E402
+from shadowlens.streams.codec import encode_pending  # noqa: E402
+from shadowlens.streams.config import Settings  # noqa: E402
+from shadowlens.streams.topics import Topology  # noqa: E402
+from shadowlens.streams.wire import decode_pairs, encode_pairs  # noqa: E402
 
 SHADOWLENS = str(Path(sys.executable).with_name("shadowlens"))
 WINDOW = (0.15, 0.90)
@@ -369,7 +371,7 @@ def stage_costs(payloads: list[bytes]) -> dict[str, float]:
     events = timed("decode", lambda: [decode_event(raw) for raw in payloads])
     pairer = Pairer({}, pairing_config(policy))
     matched = timed("pair", lambda: [pairer.add(e) for e in events])
-    scorer = Pipeline(policy, MemorySink())
+    scorer = Scorer(policy)
 
     scores = timed("score", lambda: [s for m in matched for s in scorer.score(m)])
     timed("changelog_encode", lambda: [encode_pending(p) for p in pairer.state.values()])

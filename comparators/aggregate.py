@@ -5,13 +5,13 @@ merge, so stage totals are sums of windows and the global view is a sum of segme
 Latency quantiles come from DDSketch (1 % relative accuracy) so p99 costs O(log range)
 memory, not O(n).
 
-Quality under semantic sampling (`comparators.cascade`): a pair's `weight` is the inverse
+Quality under semantic sampling (`shadowlens.comparators.cascade`): a pair's `weight` is the inverse
 of its chance of being measured, 0 when it was not. `quality` moments are weighted, so the
 window mean is unbiased; `quality_seq` keeps the measured values, unweighted, for the
 judge's sequential bound (a uniform sample: n is what was measured). Every other statistic
 counts each pair once.
 
-LLM signals (`comparators.signals`) are counted over the pairs they apply to. Refusal and
+LLM signals (`shadowlens.comparators.signals`) are counted over the pairs they apply to. Refusal and
 truncation are yes/no outcomes of both arms on the same request, so they keep paired
 tables (`PairedCounts`) like failures: the judge reads refusals with the same McNemar test
 as errors. Each kind of signal keeps a few example request ids.
@@ -24,8 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from ddsketch import DDSketch
-
-from comparators.pairs import Outcome, PairScore
+from shadowlens.comparators.pairs import Outcome, PairScore
 
 RELATIVE_ACCURACY = 0.01
 EXAMPLES = 3  # request ids kept per kind of evidence

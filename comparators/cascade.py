@@ -37,13 +37,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
+from shadowlens.comparators.pairs import PairScore
+from shadowlens.comparators.semantic import Encoder, semantic_similarity
+from shadowlens.schemas.events import Task
 
-from comparators.pairs import PairScore
-from comparators.semantic import Encoder, semantic_similarity
-from schemas.events import Task
-
-if TYPE_CHECKING:  # the policy's [semantic] table; comparators never import judge at run time
-    from judge.policy import SemanticPolicy
+if TYPE_CHECKING:  # the policy's [semantic] table; no judge import at run time
+    from shadowlens.judge.policy import SemanticPolicy
 
 NOT_TEXT_TASKS = frozenset({Task.CLASSIFICATION, Task.EMBEDDING, Task.EXTRACTION})
 

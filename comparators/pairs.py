@@ -3,7 +3,7 @@
 Pure and cheap: every comparator here runs on every pair, and so do the LLM-specific signals
 of `comparators.signals` (refusal, truncation, number and negation mismatch, JSON validity,
 label flips). The semantic score is filled in later, batched across pairs, by
-`comparators.semantic`.
+`shadowlens.comparators.semantic`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 import orjson
 from rapidfuzz import fuzz
-
-from comparators.cost import Price, call_cost_usd
-from comparators.json_diff import json_diff
-from comparators.signals import UNPARSED, PairSignals, json_doc, pair_signals
-from comparators.text import length_ratio, normalize
-from schemas.events import Arm, Event, Status, Task
+from shadowlens.comparators.cost import Price, call_cost_usd
+from shadowlens.comparators.json_diff import json_diff
+from shadowlens.comparators.signals import UNPARSED, PairSignals, json_doc, pair_signals
+from shadowlens.comparators.text import length_ratio, normalize
+from shadowlens.schemas.events import Arm, Event, Status, Task
 
 MISSING = "missing"
 
@@ -78,7 +77,7 @@ class PairScore:
     json_missing: tuple[str, ...] = ()
     json_extra: tuple[str, ...] = ()
     json_changed: tuple[str, ...] = ()
-    # LLM-specific signals (comparators.signals): None where they do not apply
+    # LLM-specific signals (shadowlens.comparators.signals): None where they do not apply
     primary_refusal: bool | None = None
     candidate_refusal: bool | None = None
     primary_truncated: bool | None = None

@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
-
-from comparators.text import normalize as _normalize
+from shadowlens.comparators.text import normalize as _normalize
 
 __all__ = [
     "EMBEDDING_DIM",

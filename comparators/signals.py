@@ -38,9 +38,8 @@ from typing import Any
 
 import fastjsonschema
 import orjson
-
-from comparators.text import normalize
-from schemas.events import Event, Task
+from shadowlens.comparators.text import normalize
+from shadowlens.schemas.events import Event, Task
 
 # ---------------------------------------------------------------------------------- refusal
 

@@ -10,10 +10,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 # the package and what its build reads (pyproject.toml names README.md as the readme)
 COPY pyproject.toml README.md ./
-COPY comparators/ comparators/
-COPY judge/ judge/
-COPY pipeline/ pipeline/
 COPY schemas/ schemas/
+COPY comparators/ comparators/
+COPY pipeline/ pipeline/
+COPY judge/ judge/
+COPY job/ job/
+COPY store/ store/
+COPY replay/ replay/
+COPY report/ report/
+COPY cli/ cli/
 COPY streams/ streams/
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /home/shadowlens --create-home shadowlens

@@ -10,10 +10,10 @@ that file (replaced atomically: a gateway or a sidecar can poll it). Kafka TLS/S
 the worker's SHADOWLENS_KAFKA_* settings. What each message did
 (applied, renewed, stale, rejected ...) is logged on stderr.
 
-How it follows the contract (`streams.router` has the rules):
+How it follows the contract (`shadowlens.streams.router` has the rules):
 
 - **signatures**: with ``SHADOWLENS_CONTROL_KEY`` set, every message must carry a valid
-  HMAC (`streams.control.verify`); unsigned or tampered ones are rejected before the
+  HMAC (`shadowlens.streams.control.verify`); unsigned or tampered ones are rejected before the
   router state sees them. Without the key nothing is verified (a warning says so);
 - **no consumer group**: every router replica must see every message, so each one reads
   all partitions itself; by default from the beginning of the topic, so a restarted
@@ -43,11 +43,10 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-
-from streams.config import Settings
-from streams.control import SIGNING_KEY_ENV, InvalidSignature, signing_key, verify
-from streams.kafka_security import aiokafka_options
-from streams.router import Outcome, RouterState
+from shadowlens.streams.config import Settings
+from shadowlens.streams.control import SIGNING_KEY_ENV, InvalidSignature, signing_key, verify
+from shadowlens.streams.kafka_security import aiokafka_options
+from shadowlens.streams.router import Outcome, RouterState
 
 log = logging.getLogger("router_subscriber")
 
@@ -152,7 +151,7 @@ async def follow(
 ) -> None:
     """Read `topic` until `stop` is set, applying every record and ticking the lease.
 
-    `security`: aiokafka's TLS/SASL keyword arguments (`streams.kafka_security`)."""
+    `security`: aiokafka's TLS/SASL keyword arguments (`shadowlens.streams.kafka_security`)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,

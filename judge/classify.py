@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from comparators.aggregate import Aggregate, PairedCounts
-from judge.evidence_state import SegmentEvidence
-from judge.policy import Policy
-from judge.stats import BoundedMeanCS, mcnemar_sequential, mixture_rho, quantile_ratio_ci
-from judge.verdicts import Evidence, Metric, Verdict
+from shadowlens.comparators.aggregate import Aggregate, PairedCounts
+from shadowlens.judge.evidence_state import SegmentEvidence
+from shadowlens.judge.policy import Policy
+from shadowlens.judge.stats import BoundedMeanCS, mcnemar_sequential, mixture_rho, quantile_ratio_ci
+from shadowlens.judge.verdicts import Evidence, Metric, Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +235,7 @@ def classify_quality(
     reference's lower bound (surely worse than the noise floor, by a point margin).
 
     Under the semantic budget the bound reads the measured pairs only, unweighted: they are
-    a uniform sample (`comparators.cascade`), so n is the measured pairs, never the
+    a uniform sample (`shadowlens.comparators.cascade`), so n is the measured pairs, never the
     weighted count; the reason says which share was measured."""
     pol, need = policy.quality, policy.judge.min_pairs
     n = ev.quality.n

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from comparators.aggregate import Aggregate, merged
-from judge.classify import (
+from shadowlens.comparators.aggregate import Aggregate, merged
+from shadowlens.judge.classify import (
     Alphas,
     QualityReference,
     classify_cost,
@@ -26,12 +26,12 @@ from judge.classify import (
     classify_quality,
     classify_refusals,
 )
-from judge.evidence_state import SegmentEvidence, _bounded
-from judge.policy import Policy
-from judge.ramp import RampState, transition
-from judge.stats import BoundedMeanCS
-from judge.verdicts import Action, Decision, Evidence, Metric, Verdict
-from pipeline.windows import ClosedWindow
+from shadowlens.judge.evidence_state import SegmentEvidence, _bounded
+from shadowlens.judge.policy import Policy
+from shadowlens.judge.ramp import RampState, transition
+from shadowlens.judge.stats import BoundedMeanCS
+from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
+from shadowlens.pipeline.windows import ClosedWindow
 
 ALL_SEGMENTS = "*"
 ROLLBACK_METRICS = (

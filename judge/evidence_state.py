@@ -1,6 +1,6 @@
 """What the judge accumulates per segment during one ramp stage: always-valid bounds.
 
-Windows are folded in as they close; the confidence sequences in `judge.stats` stay valid
+Windows are folded in as they close; the confidence sequences in `shadowlens.judge.stats` stay valid
 however often the judge looks, so checking after every window does not inflate false
 rollbacks. The state restarts at every stage transition: latency and errors depend on
 the traffic share, and each stage is judged on its own evidence.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from comparators.aggregate import Aggregate, Moments, merged
-from judge.stats import BoundedMeanCS, GaussianMixtureCS
+from shadowlens.comparators.aggregate import Aggregate, Moments, merged
+from shadowlens.judge.stats import BoundedMeanCS, GaussianMixtureCS
 
 ALPHA_DESIGN = 0.01  # tunes the bets of the bounded CSs; any alpha can be read afterwards
 

@@ -3,7 +3,7 @@
 The judge promotes a stage only when its always-valid bounds show non-inferiority, and
 rolls back only when they show a regression. `plan_ramp` turns the traffic rate and the
 policy margins into the number of observations each metric needs for that, using the
-same bounds and the same per-metric alpha as the judge (`judge.decide.metric_alpha`):
+same bounds and the same per-metric alpha as the judge (`shadowlens.judge.decide.metric_alpha`):
 
 - latency: the `GaussianMixtureCS` on the per-request log latency ratio, rho tuned at
   `judge.optimal_n`, half-width down to log(1 + max_relative_increase);
@@ -31,10 +31,10 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from judge.decide import metric_alpha
-from judge.policy import Policy
-from judge.stats import required_samples, required_samples_bounded
-from judge.verdicts import Metric
+from shadowlens.judge.decide import metric_alpha
+from shadowlens.judge.policy import Policy
+from shadowlens.judge.stats import required_samples, required_samples_bounded
+from shadowlens.judge.verdicts import Metric
 
 
 class Mode(StrEnum):
@@ -140,7 +140,7 @@ def _paired_rate_need(
     alpha: float,
     floor: int,
 ) -> MetricNeed:
-    """`judge.classify.classify_paired_rate` passes on either route: the candidate's rate
+    """`shadowlens.judge.classify.classify_paired_rate` passes on either route: the candidate's rate
     shown below `max_absolute` (observations at rate `own`), or the paired increase shown
     below `max_increase`; whichever needs fewer observations."""
     routes: list[MetricNeed] = []

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from comparators.cost import Price
+from shadowlens.comparators.cost import Price
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class ErrorPolicy:
 
 @dataclass(frozen=True, slots=True)
 class RefusalPolicy:
-    """Refusals (`comparators.signals.is_refusal`) of pairs where both arms answered."""
+    """Refusals (`shadowlens.comparators.signals.is_refusal`) of pairs where both arms answered."""
 
     max_absolute: float = 0.05  # candidate refusal rate above 5 % ...
     max_increase: float = 0.02  # ... and above primary + 2 pp
@@ -159,7 +159,7 @@ def parse_policy(doc: dict[str, Any]) -> Policy:
 def load_policy(path: str | Path | None = None) -> Policy:
     """The policy in a TOML file, or the shipped default (defaults plus example prices)."""
     if path is None:
-        text = resources.files("judge").joinpath("default_policy.toml").read_text()
+        text = resources.files("shadowlens.judge").joinpath("default_policy.toml").read_text()
         return parse_policy(tomllib.loads(text))
     with open(path, "rb") as fh:
         return parse_policy(tomllib.load(fh))

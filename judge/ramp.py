@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from judge.policy import RampPolicy
-from judge.verdicts import Action
+from shadowlens.judge.policy import RampPolicy
+from shadowlens.judge.verdicts import Action
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from schemas.events import Arm, Event
+from shadowlens.schemas.events import Arm, Event
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
-from comparators.aggregate import Aggregate
-from comparators.pairs import PairScore
+from shadowlens.comparators.aggregate import Aggregate
+from shadowlens.comparators.pairs import PairScore
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -14,8 +14,7 @@ from typing import Any
 
 import fastjsonschema
 import orjson
-
-from schemas import load_json_schema
+from shadowlens.schemas import load_json_schema
 
 SUPPORTED_SCHEMA_VERSION = 1
 DEFAULT_MAX_EVENT_BYTES = 1 << 20  # 1 MiB: larger events are dead-lettered, not parsed

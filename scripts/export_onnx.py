@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # allow `python scripts/export_onnx.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
-from comparators.semantic import (  # noqa: E402
+from shadowlens.comparators.semantic import (  # noqa: E402
     ONNX_EXPORT_FORMAT,
     default_onnx_dir,
 )
@@ -483,8 +483,7 @@ def verify(out_dir: Path, model_dir: Path, texts: list[str]) -> tuple[float, flo
     embeddings of a text, max |difference| of the pairwise cosines between texts)."""
     import numpy as np
     from sentence_transformers import SentenceTransformer
-
-    from comparators.semantic import OnnxEncoder
+    from shadowlens.comparators.semantic import OnnxEncoder
 
     st = SentenceTransformer(str(model_dir), device="cpu")
     a = st.encode(texts, convert_to_numpy=True, normalize_embeddings=True)

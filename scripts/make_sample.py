@@ -1,4 +1,4 @@
-"""Write the small, attributed sample of real data that ships in streams/data/.
+"""Write the small, attributed sample of real data that ships in replay/data/.
 
 The demo and the fast tests replay real model outputs and a real arrival trace without
 needing ../shared/data; this script is how that sample was made, so it can be remade
@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OUT_DIR = REPO / "streams" / "data"
+OUT_DIR = REPO / "replay" / "data"
 
 PRIMARY = "gpt4_0613"
 MODELS = (
@@ -98,7 +98,7 @@ def notice(
     repo_a, commit_a, lic_a = SOURCES["alpaca_eval"]
     repo_z, commit_z, lic_z = SOURCES["azure_llm_trace"]
     repo_p, commit_p, lic_p = SOURCES["llmperf"]
-    text = f"""# Third-party data in streams/data
+    text = f"""# Third-party data in replay/data
 
 Small samples of public data sets, shipped so the demo and the fast tests replay real
 model outputs and real traffic. Made by `scripts/make_sample.py` from the full copies
@@ -129,7 +129,7 @@ model outputs and real traffic. Made by `scripts/make_sample.py` from the full c
 
 ## Calibration figures (not shipped)
 
-`streams/traffic.py` quotes median TTFT and decode time per token computed from
+`replay/traffic.py` quotes median TTFT and decode time per token computed from
 https://github.com/{repo_p}, commit {commit_p}, `raw_data/individual/` ({lic_p}).
 No file of that data set is shipped here.
 """

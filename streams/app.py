@@ -15,16 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-
-from judge.policy import Policy
-from streams.config import Settings
-from streams.judging_stage import JudgingStage
-from streams.kafka_security import faust_credentials
-from streams.metrics import Metrics
-from streams.pairing_stage import PairingStage
-from streams.topics import Topology
-from streams.transactions import ShadowApp
-from streams.wire import MAX_RECORD_BYTES
+from shadowlens.judge.policy import Policy
+from shadowlens.streams.config import Settings
+from shadowlens.streams.judging_stage import JudgingStage
+from shadowlens.streams.kafka_security import faust_credentials
+from shadowlens.streams.metrics import Metrics
+from shadowlens.streams.pairing_stage import PairingStage
+from shadowlens.streams.topics import Topology
+from shadowlens.streams.transactions import ShadowApp
+from shadowlens.streams.wire import MAX_RECORD_BYTES
 
 log = logging.getLogger("shadowlens.worker")
 

@@ -18,11 +18,11 @@ does not stop:
 * `drain` raises `CommitDeferred` while the store is failing: no offset is committed
   until the rows they cover are in ClickHouse;
 * the state is visible: `healthy`, `buffered_rows`, `retries` (Prometheus
-  ``shadowlens_store_*`` through `streams.metrics`), and one log line when the store
+  ``shadowlens_store_*`` through `shadowlens.streams.metrics`), and one log line when the store
   fails, recovers, or the buffer fills or empties -- not one per retry.
 
 chdb allows one process per data directory; a worker opens the store only while it owns
-the sink partitions (see `streams.judging_stage`), and retries while the previous owner
+the sink partitions (see `shadowlens.streams.judging_stage`), and retries while the previous owner
 is still closing it.
 """
 
@@ -39,15 +39,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from comparators.pairs import PairScore
-from judge.verdicts import Decision
-from pipeline.windows import ClosedWindow
-from schemas.events import DeadLetter
-from streams.config import redact_secrets
-from streams.metrics import Metrics
-from streams.sinks import ClickHouseSink
-from streams.store import Store, StoreBusyError
-from streams.transactions import CommitDeferred
+from shadowlens.comparators.pairs import PairScore
+from shadowlens.judge.verdicts import Decision
+from shadowlens.pipeline.windows import ClosedWindow
+from shadowlens.schemas.events import DeadLetter
+from shadowlens.store.client import Store, StoreBusyError
+from shadowlens.store.sink import ClickHouseSink
+from shadowlens.streams.config import redact_secrets
+from shadowlens.streams.metrics import Metrics
+from shadowlens.streams.transactions import CommitDeferred
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class _Retrying:
 
 
 class ClickHouseWriter:
-    """`pipeline.core.Sink` whose writes happen on the writer thread (see the module doc)."""
+    """`shadowlens.job.sinks.Sink` whose writes happen on the writer thread (see the module doc)."""
 
     def __init__(
         self,

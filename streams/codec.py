@@ -5,7 +5,7 @@ Faust tables persist by sending each assigned value to a changelog topic; ours h
 a poisoned record cannot run code in a worker.
 
 * `Pending` (the pairing state of one request): its events in their wire form
-  (`Event.to_dict`), decoded back through `schemas.events.decode_event`.
+  (`Event.to_dict`), decoded back through `shadowlens.schemas.events.decode_event`.
 * Window and judge state (`WindowState`, `ExperimentState` and what they hold): a
   dataclass is ``{"__": "ClassName", field: value, ...}`` for a closed registry of
   classes; tuples are restored from the field annotations; DDSketches keep their bins.
@@ -20,15 +20,14 @@ from typing import Any
 
 import orjson
 from ddsketch import DDSketch
-
-from comparators.aggregate import Aggregate, Moments, PairedCounts
-from judge.decide import ExperimentState
-from judge.evidence_state import SegmentEvidence
-from judge.ramp import RampState
-from judge.stats import BoundedMeanCS, GaussianMixtureCS
-from pipeline.pairing import Pending
-from pipeline.windows import WindowState
-from schemas.events import Event, decode_event
+from shadowlens.comparators.aggregate import Aggregate, Moments, PairedCounts
+from shadowlens.judge.decide import ExperimentState
+from shadowlens.judge.evidence_state import SegmentEvidence
+from shadowlens.judge.ramp import RampState
+from shadowlens.judge.stats import BoundedMeanCS, GaussianMixtureCS
+from shadowlens.pipeline.pairing import Pending
+from shadowlens.pipeline.windows import WindowState
+from shadowlens.schemas.events import Event, decode_event
 
 _RECOVERY_MAX_BYTES = 1 << 31  # an event already accepted once is not re-checked for size
 

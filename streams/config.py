@@ -8,7 +8,7 @@ matter in tests. Parsed once, validated, never mutated; `describe()` is what get
 Secrets (Kafka SASL password, ClickHouse password or a DSN with one) come only from the
 environment (or a config file feeding `from_env`), never from the command line. They are
 left out of ``repr``, masked by `describe()` and `redact_secrets`, and the Kafka ones reach
-Faust and aiokafka only through `streams.kafka_security`.
+Faust and aiokafka only through `shadowlens.streams.kafka_security`.
 
 | variable | default | meaning |
 |---|---|---|
@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from streams.store import DEFAULT_DATABASE, DEFAULT_DSN, redact_dsn
+from shadowlens.store.dsn import DEFAULT_DATABASE, DEFAULT_DSN, redact_dsn
 
 __all__ = ["Settings", "SettingsError", "redact_dsn", "redact_secrets"]
 

@@ -9,8 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 import orjson
-
-from judge.verdicts import Action, Decision
+from shadowlens.judge.verdicts import Action, Decision
 
 SCHEMA_VERSION = 1
 

@@ -26,7 +26,7 @@ What it guarantees:
   acknowledged or failed, and `close()` delivers everything still queued first.
 
 Secured brokers: `ShadowEmitter.from_env` reads the broker, the events topic and the
-TLS / SASL settings from ``SHADOWLENS_KAFKA_*`` (see `streams.config`); credentials are
+TLS / SASL settings from ``SHADOWLENS_KAFKA_*`` (see `shadowlens.streams.config`); credentials are
 never passed on a command line or logged.
 
 Thread safety: use the emitter from the event loop it was started on; a callback running
@@ -43,8 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-
-from schemas.events import Event, decode_event
+from shadowlens.schemas.events import Event, decode_event
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +138,10 @@ class ShadowEmitter:
     def from_env(cls, **kwargs: Any) -> ShadowEmitter:
         """An emitter for the broker, topic and TLS / SASL of the ``SHADOWLENS_*``
         environment; `kwargs` as for the constructor (their `producer_config` wins)."""
-        from streams.config import Settings  # the emitter alone needs neither Faust nor these
-        from streams.kafka_security import aiokafka_options
+        from shadowlens.streams.config import (
+            Settings,  # the emitter alone needs neither Faust nor these
+        )
+        from shadowlens.streams.kafka_security import aiokafka_options
 
         settings = Settings.from_env()
         config = {**aiokafka_options(settings), **kwargs.pop("producer_config", {})}

@@ -3,13 +3,13 @@
 Input: ``shadow.pairs`` (keyed by experiment), which carries scored pairs and the
 watermarks every pairing task publishes. Per pairs partition (a task):
 
-* pairs go into event-time tumbling windows (`pipeline.windows.TumblingWindows`, state in
+* pairs go into event-time tumbling windows (`shadowlens.pipeline.windows.TumblingWindows`, state in
   a changelogged table) and to ClickHouse;
 * the task's watermark is the *minimum* over the pairing tasks' latest watermarks, known
   only once every one of them has reported; windows close on it, never on the wall clock;
-* closed windows are judged (`judge.decide.decide`, through `pipeline.core.Pipeline`'s
+* closed windows are judged (`judge.decide.decide`, through `job.judging.Judging`
   judge so the worker and `shadowlens replay` decide alike); decisions go to
-  ``shadow.control`` keyed by experiment (`streams.control`) and to ClickHouse;
+  ``shadow.control`` keyed by experiment (`shadowlens.streams.control`) and to ClickHouse;
 * a timer sends a heartbeat with the lease for every experiment, every
   ``policy.ramp.heartbeat_ms``.
 
@@ -28,22 +28,30 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from faust.types import TP
-
-from comparators.pairs import PairScore
-from judge.decide import ExperimentState
-from judge.policy import Policy
-from judge.verdicts import Decision
-from pipeline.core import Pipeline, Sink
-from pipeline.windows import ClosedWindow, TumblingWindows, WindowKey, WindowState
-from schemas.events import DeadLetter
-from streams import control
-from streams.ch_writer import Backoff, ClickHouseWriter
-from streams.codec import decode_state, encode_state
-from streams.config import Settings
-from streams.metrics import Metrics, MetricsSink
-from streams.redaction import redact_letter
-from streams.task_state import Positions, Record, TaskState, changelog, in_task, produce, task_table
-from streams.wire import (
+from shadowlens.comparators.pairs import PairScore
+from shadowlens.job.judging import Judging
+from shadowlens.job.redaction import redact_letter
+from shadowlens.job.sinks import Sink
+from shadowlens.judge.decide import ExperimentState
+from shadowlens.judge.policy import Policy
+from shadowlens.judge.verdicts import Decision
+from shadowlens.pipeline.windows import ClosedWindow, TumblingWindows, WindowKey, WindowState
+from shadowlens.schemas.events import DeadLetter
+from shadowlens.streams import control
+from shadowlens.streams.ch_writer import Backoff, ClickHouseWriter
+from shadowlens.streams.codec import decode_state, encode_state
+from shadowlens.streams.config import Settings
+from shadowlens.streams.metrics import Metrics, MetricsSink
+from shadowlens.streams.task_state import (
+    Positions,
+    Record,
+    TaskState,
+    changelog,
+    in_task,
+    produce,
+    task_table,
+)
+from shadowlens.streams.wire import (
     END_MS,
     PAIRS,
     WATERMARK,
@@ -54,7 +62,7 @@ from streams.wire import (
 )
 
 if TYPE_CHECKING:
-    from streams.transactions import ShadowApp
+    from shadowlens.streams.transactions import ShadowApp
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +79,7 @@ def str_window_key(text: str) -> WindowKey:
 
 
 class Outputs:
-    """The `pipeline.core.Sink` the judge writes to: ClickHouse, Prometheus metrics when
+    """The `shadowlens.job.sinks.Sink` the judge writes to: ClickHouse, Prometheus metrics when
     enabled, and control messages collected to be produced by the task that made them."""
 
     def __init__(self, writer: ClickHouseWriter, metrics: Sink | None = None) -> None:
@@ -117,24 +125,16 @@ class JudgingTask:
         self.meta: TaskState[str, Any] = TaskState(
             stage.meta_table, partition, orjson.dumps, orjson.loads
         )
-        windows = TumblingWindows(
+        self.windows = TumblingWindows(
             policy.windows.size_ms, policy.windows.grace_ms, state=self.windows_state
         )
-        windows.closed_before_ms = int(self.meta.get("closed_before", 0))
-        # Pipeline is reused for its judge: the grouping of closed windows per experiment
-        # and end time, the initial ramp state and the call to decide().
-        self.pipeline = Pipeline(policy, stage.outputs)
-        self.pipeline.windows = windows
-        self.pipeline.experiments = self.experiments
+        self.windows.closed_before_ms = int(self.meta.get("closed_before", 0))
+        self.judging = Judging(policy, stage.outputs, self.experiments)
         self.upstream: dict[int, int] = {
             int(k.split("/", 1)[1]): int(v) for k, v in self.meta.items() if k.startswith("wm/")
         }
         self.upstream_partitions = int(self.meta.get("n", 0))
         self.applied_ms = int(self.meta.get("applied", 0))
-
-    @property
-    def windows(self) -> TumblingWindows:
-        return self.pipeline.windows
 
     def placement_ms(self) -> int:
         """Where a late pair goes: the open window at the watermark (`TumblingWindows.add`)."""
@@ -314,7 +314,7 @@ class JudgingStage:
         if closed:
             self.outputs.pairs(scores)  # a window's pairs are queued before its row
             scores.clear()
-            task.pipeline.judge(closed)
+            task.judging.judge(closed)
             self.counts["windows"] += len(closed)
         return closed
 

@@ -3,7 +3,7 @@
 The Faust worker gets `faust_credentials` (``broker_credentials``); the plain aiokafka
 clients (``shadowlens publish``, the gateway emitter, the topic admin) get
 `aiokafka_options`, derived from the same credentials by Faust's own mapping, so the two
-cannot disagree. The values come from ``SHADOWLENS_KAFKA_*`` (see `streams.config`);
+cannot disagree. The values come from ``SHADOWLENS_KAFKA_*`` (see `shadowlens.streams.config`);
 Faust's credential objects print the user name, never the password.
 """
 
@@ -16,8 +16,7 @@ from aiokafka.helpers import create_ssl_context
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types.auth import CredentialsT
-
-from streams.config import Settings
+from shadowlens.streams.config import Settings
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

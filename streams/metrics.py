@@ -10,7 +10,7 @@ health, rows buffered while it fails, retries) and whether the pairing table she
 requests. Names follow the Prometheus conventions: a ``shadowlens_`` prefix, ``_total``
 counters, base units (``_seconds``, ``_ratio``, ``_percent``).
 
-The pipeline feeds it through `MetricsSink` (a `pipeline.core.Sink`, so it sits in a
+The pipeline feeds it through `MetricsSink` (a `shadowlens.job.sinks.Sink`, so it sits in a
 `Tee` next to ClickHouse); the worker also calls `Metrics.set_consumer_lag`,
 `Metrics.observe_heartbeat` and `Metrics.observe_shed`, and `Metrics.watch_store` reads the
 ClickHouse writer's state at scrape time::
@@ -36,11 +36,10 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import start_http_server as _start_http_server
-
-from comparators.pairs import Outcome, PairScore
-from judge.verdicts import Action, Decision
-from pipeline.windows import ClosedWindow
-from schemas.events import DeadLetter
+from shadowlens.comparators.pairs import Outcome, PairScore
+from shadowlens.judge.verdicts import Action, Decision
+from shadowlens.pipeline.windows import ClosedWindow
+from shadowlens.schemas.events import DeadLetter
 
 OTHER = "_other"
 ACTIONS = tuple(str(a) for a in Action)
@@ -88,7 +87,7 @@ NAMES = MetricNames()
 
 
 class StoreState(Protocol):
-    """What `watch_store` reads (`streams.ch_writer.ClickHouseWriter`)."""
+    """What `watch_store` reads (`shadowlens.streams.ch_writer.ClickHouseWriter`)."""
 
     healthy: bool
     backpressure: bool
@@ -406,7 +405,7 @@ class Metrics:
 
 @dataclass
 class MetricsSink:
-    """A `pipeline.core.Sink` that only updates metrics; put it in a `Tee`."""
+    """A `shadowlens.job.sinks.Sink` that only updates metrics; put it in a `Tee`."""
 
     metrics: Metrics
 

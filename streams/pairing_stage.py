@@ -8,8 +8,8 @@ p of both is task p). For each record, in partition order:
 * an event that is not on its pairing partition (``murmur2(request_id) % partitions``:
   keyed by something else, or by a client whose partitioner differs) is forwarded to the
   repartition topic, keyed by its request id;
-* otherwise it joins its request in the pairing table through `pipeline.pairing.Pairer`;
-  pairs, orphans and split singles are scored (`comparators.pairs`) and produced to
+* otherwise it joins its request in the pairing table through `shadowlens.pipeline.pairing.Pairer`;
+  pairs, orphans and split singles are scored (`shadowlens.comparators.pairs`) and produced to
   ``shadow.pairs`` keyed by experiment.
 
 Orphans are swept by the task's event-time watermark, after each batch and on a timer.
@@ -32,19 +32,26 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from faust.types import TP
-
-from comparators.pairs import PairScore
-from judge.policy import Policy
-from pipeline.core import MemorySink, Pipeline, pairing_config
-from pipeline.pairing import Matched, Pairer, Pending
-from schemas.events import DeadLetter, InvalidEvent, decode_event
-from streams.codec import check_storable, decode_pending, encode_pending
-from streams.config import Settings
-from streams.metrics import Metrics
-from streams.redaction import redact_score
-from streams.semantic_stage import SemanticStage
-from streams.task_state import Positions, Record, TaskState, changelog, in_task, send, task_table
-from streams.wire import (
+from shadowlens.comparators.pairs import PairScore
+from shadowlens.job.redaction import redact_score
+from shadowlens.job.scoring import Scorer, pairing_config
+from shadowlens.judge.policy import Policy
+from shadowlens.pipeline.pairing import Matched, Pairer, Pending
+from shadowlens.schemas.events import DeadLetter, InvalidEvent, decode_event
+from shadowlens.streams.codec import check_storable, decode_pending, encode_pending
+from shadowlens.streams.config import Settings
+from shadowlens.streams.metrics import Metrics
+from shadowlens.streams.semantic_stage import SemanticStage
+from shadowlens.streams.task_state import (
+    Positions,
+    Record,
+    TaskState,
+    changelog,
+    in_task,
+    send,
+    task_table,
+)
+from shadowlens.streams.wire import (
     END_MS,
     END_OF_INPUT,
     PAIRS,
@@ -58,7 +65,7 @@ from streams.wire import (
 )
 
 if TYPE_CHECKING:
-    from streams.transactions import ShadowApp
+    from shadowlens.streams.transactions import ShadowApp
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +87,7 @@ class PairingTask:
         self.meta: TaskState[str, Any] = TaskState(
             stage.meta, partition, orjson.dumps, orjson.loads
         )
-        # Pipeline is reused for its scoring (score_pair / score_orphan / score_split).
-        self.pipeline = Pipeline(stage.policy, MemorySink())
+        self.scorer = Scorer(stage.policy)
         self.pairer = Pairer(self.state, pairing_config(stage.policy), int(self.meta.get("wm", 0)))
         self.lateness_ms = stage.policy.pairing.lateness_ms
         self.others = [q for q in range(stage.partitions) if q != partition]
@@ -97,7 +103,7 @@ class PairingTask:
         self.published_at = 0.0
 
     def score(self, matched: Matched) -> list[PairScore]:
-        return self.pipeline.score(matched)
+        return self.scorer.score(matched)
 
     def saw_event(self, completed_ms: int) -> None:
         self.events_wm = max(self.events_wm, completed_ms - self.lateness_ms)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from judge.verdicts import Action
+from shadowlens.judge.verdicts import Action
 
 SCHEMA_VERSION = 1
 _REQUIRED = ("type", "experiment", "epoch", "action", "traffic_percent", "lease_expires_at_ms")

@@ -17,10 +17,10 @@ import asyncio
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from comparators.cascade import SemanticCascade, apply_plan, tally
-from comparators.pairs import PairScore
-from comparators.semantic import make_encoder, semantic_similarity
-from judge.policy import Policy
+from shadowlens.comparators.cascade import SemanticCascade, apply_plan, tally
+from shadowlens.comparators.pairs import PairScore
+from shadowlens.comparators.semantic import make_encoder, semantic_similarity
+from shadowlens.judge.policy import Policy
 
 BACKENDS = ("off", "torch", "onnx")
 CACHE_ENTRIES = 10_000  # embeddings kept (1.5 KiB each): repeated outputs skip the model

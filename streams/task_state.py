@@ -28,8 +28,7 @@ from typing import Any, Generic, TypeVar
 
 from faust.tables.table import Table
 from faust.types import TP
-
-from streams.wire import MAX_RECORD_BYTES
+from shadowlens.streams.wire import MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-from streams.config import Settings
-from streams.kafka_security import aiokafka_options
-from streams.wire import MAX_RECORD_BYTES
+from shadowlens.streams.config import Settings
+from shadowlens.streams.kafka_security import aiokafka_options
+from shadowlens.streams.wire import MAX_RECORD_BYTES
 
 DAY_MS = 24 * 3600 * 1000
 HOUR_MS = 3600 * 1000

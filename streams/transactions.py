@@ -9,10 +9,10 @@ Faust commits offsets on a timer while agents keep running. Three things are add
 2. Sinks flush before the offsets go out (`ShadowApp.before_commit`): a ClickHouse insert
    that fails fails the commit, so the records are processed again instead of being lost.
    A hook that raises `CommitDeferred` (the store is down, its rows are buffered and
-   retried: `streams.ch_writer`) skips this commit: nothing is committed, nothing fails.
+   retried: `shadowlens.streams.ch_writer`) skips this commit: nothing is committed, nothing fails.
 3. ``exactly_once``: Faust picks a record's transaction by the partition it is *sent to*,
    which is only right when every output goes to the partition it came from. Here the
-   transaction is the *task's* -- the partition being processed (`streams.task_state`) --
+   transaction is the *task's* -- the partition being processed (`shadowlens.streams.task_state`) --
    as in Kafka Streams, so a pair produced to ``shadow.pairs`` partition 0 while processing
    ``shadow.events`` partition 5 commits atomically with partition 5's offsets and its
    changelog records. Records produced by timers with no new input (orphan sweeps,
@@ -74,8 +74,7 @@ from aiokafka import AIOKafkaConsumer
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
-
-from streams.task_state import Positions, current_task
+from shadowlens.streams.task_state import Positions, current_task
 
 CommitHook = Callable[[], Awaitable[None]]
 

@@ -23,9 +23,8 @@ from typing import Any
 
 import orjson
 from aiokafka.partitioner import murmur2
-
-from comparators.pairs import Outcome, PairScore
-from schemas.events import DeadLetter
+from shadowlens.comparators.pairs import Outcome, PairScore
+from shadowlens.schemas.events import DeadLetter
 
 TYPE_HEADER = "shadowlens-type"
 PAIRS = b"pairs"

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 
 import faust
-
-from judge.policy import Policy
-from streams.app import build_app
-from streams.config import Settings
-from streams.topics import ensure_topics
+from shadowlens.judge.policy import Policy
+from shadowlens.streams.app import build_app
+from shadowlens.streams.config import Settings
+from shadowlens.streams.topics import ensure_topics
 
 
 def run_worker(settings: Settings, policy: Policy) -> None:

@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from comparators.aggregate import Aggregate, merged
-from comparators.pairs import PairScore
-from schemas.events import Arm, Event, Output, Status, Task
+from shadowlens.comparators.aggregate import Aggregate, merged
+from shadowlens.comparators.pairs import PairScore
+from shadowlens.schemas.events import Arm, Event, Output, Status, Task
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from judge.policy import load_policy
-from streams import ch_writer
-from streams.config import Settings
-from streams.store import DEFAULT_DATABASE, DEFAULT_DSN, Store
-from streams.worker import run_worker
+from shadowlens.judge.policy import load_policy
+from shadowlens.store.client import Store
+from shadowlens.store.dsn import DEFAULT_DATABASE, DEFAULT_DSN
+from shadowlens.streams import ch_writer
+from shadowlens.streams.config import Settings
+from shadowlens.streams.worker import run_worker
 
 DOWN_FILE_ENV = "SHADOWLENS_TEST_STORE_DOWN_FILE"
 

@@ -23,13 +23,12 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
-from judge.policy import load_policy
-from pipeline.windows import window_start
-from schemas.events import Arm, Event
-from streams.app import STATS_MARK
-from streams.publish import publish
-from streams.store import Store
+from shadowlens.judge.policy import load_policy
+from shadowlens.pipeline.windows import window_start
+from shadowlens.replay.publish import publish
+from shadowlens.schemas.events import Arm, Event
+from shadowlens.store.client import Store
+from shadowlens.streams.app import STATS_MARK
 
 SHADOWLENS = str(Path(sys.executable).with_name("shadowlens"))
 KAFKA_SH = Path(__file__).resolve().parents[1] / "scripts" / "kafka.sh"

@@ -6,9 +6,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from shadowlens.comparators.aggregate import EXAMPLES, SIGNAL_KINDS, Aggregate, PairedCounts
+from shadowlens.comparators.pairs import PairScore, score_orphan, score_pair
 
-from comparators.aggregate import EXAMPLES, SIGNAL_KINDS, Aggregate, PairedCounts
-from comparators.pairs import PairScore, score_orphan, score_pair
 from tests.builders import added_and_merged, event
 
 REFUSAL = "I'm sorry, but I can't assist with that."

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from judge.policy import load_policy
-from pipeline.core import MemorySink, Pipeline
-from schemas.events import Arm, Event, Output, Status, Task
-from streams.traffic import PRIMARY_MODEL, load_sample
+from shadowlens.job.pipeline import Pipeline
+from shadowlens.job.sinks import MemorySink
+from shadowlens.judge.policy import load_policy
+from shadowlens.replay.traffic import PRIMARY_MODEL, load_sample
+from shadowlens.schemas.events import Arm, Event, Output, Status, Task
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "decision_quality.py"
 

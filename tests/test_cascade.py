@@ -9,9 +9,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
-from comparators.aggregate import Aggregate, merged
-from comparators.cascade import (
+from shadowlens.comparators.aggregate import Aggregate, merged
+from shadowlens.comparators.cascade import (
     Budget,
     Route,
     SemanticCascade,
@@ -21,11 +20,12 @@ from comparators.cascade import (
     sampled_fraction,
     tally,
 )
-from comparators.pairs import PairScore, score_orphan, score_pair
-from judge.classify import Alphas, QualityReference, classify_quality
-from judge.evidence_state import SegmentEvidence
-from judge.policy import SemanticPolicy, parse_policy
-from schemas.events import Arm, Output, Status, Task
+from shadowlens.comparators.pairs import PairScore, score_orphan, score_pair
+from shadowlens.judge.classify import Alphas, QualityReference, classify_quality
+from shadowlens.judge.evidence_state import SegmentEvidence
+from shadowlens.judge.policy import SemanticPolicy, parse_policy
+from shadowlens.schemas.events import Arm, Output, Status, Task
+
 from tests.builders import alpaca, event
 from tests.test_semantic import CountingEncoder
 

@@ -17,13 +17,12 @@ from typing import Any
 import orjson
 import pytest
 import typer.main
+from shadowlens.cli.app import app
+from shadowlens.cli.exit_codes import MEANINGS, ExitCode
+from shadowlens.replay.run import parse_start_time
+from shadowlens.streams.config import PREFIX, Settings
 from typer.core import TyperGroup
 from typer.testing import CliRunner
-
-from streams.cli import app
-from streams.config import PREFIX, Settings
-from streams.exit_codes import MEANINGS, ExitCode
-from streams.replay import parse_start_time
 
 CLI_ONLY_ENV = {"SHADOWLENS_CONFIG"}  # the config file's path: not a worker setting
 SETTINGS_ENV = {PREFIX + f.name.upper() for f in fields(Settings)}
@@ -165,7 +164,7 @@ def test_unexpected_error_is_one_line_and_debug_shows_the_traceback(tmp_path) ->
     ]
     # --debug, through the installed entry point as a shell runs it
     env = {k: v for k, v in os.environ.items() if k != "SHADOWLENS_LOG_LEVEL"}
-    cli = [sys.executable, "-c", "from streams.cli import app; app()", "--debug", *args]
+    cli = [sys.executable, "-c", "from shadowlens.cli.app import app; app()", "--debug", *args]
     debug = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=120)
     assert debug.returncode == ExitCode.FAILURE and "Traceback" in debug.stderr
     assert "write_jsonl" in debug.stderr  # the frame that raised

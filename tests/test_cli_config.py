@@ -1,4 +1,4 @@
-"""The config file (streams/config_file.py) through the real CLI: the shipped example loads,
+"""The config file (cli/config_file.py) through the real CLI: the shipped example loads,
 precedence is flag > env > file > default, unknown keys are rejected by name, and a
 password in the file is never printed."""
 
@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from shadowlens.cli.app import app
+from shadowlens.cli.config_file import ConfigFile, ConfigFileError, load_config
+from shadowlens.cli.exit_codes import ExitCode
+from shadowlens.streams.config import Settings
 from typer.testing import CliRunner
 
-from streams.cli import app
-from streams.config import Settings
-from streams.config_file import ConfigFile, ConfigFileError, load_config
-from streams.exit_codes import ExitCode
 from tests.test_cli import commands, free_port
 
 ROOT = Path(__file__).resolve().parents[1]

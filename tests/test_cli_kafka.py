@@ -7,9 +7,9 @@ import time
 
 import orjson
 import pytest
+from shadowlens.cli.app import app
 from typer.testing import CliRunner
 
-from streams.cli import app
 from tests.stream_harness import read_topic
 
 pytestmark = pytest.mark.kafka

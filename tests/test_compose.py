@@ -18,9 +18,8 @@ import jsonschema
 import pytest
 import typer.main
 import yaml
-
-from streams.cli import app
-from streams.config import PREFIX, Settings
+from shadowlens.cli.app import app
+from shadowlens.streams.config import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

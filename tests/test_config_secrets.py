@@ -1,6 +1,6 @@
 """Kafka TLS/SASL and ClickHouse credentials: only from the environment, never shown.
 
-Pure checks of `Settings`, `redact_secrets`, `redact_dsn` and `streams.kafka_security`,
+Pure checks of `Settings`, `redact_secrets`, `redact_dsn` and `shadowlens.streams.kafka_security`,
 then real workers on the test broker with a recognisable password in their environment:
 the password must appear nowhere in what they print, whether they run (PLAINTEXT) or fail
 to authenticate (SASL against a PLAINTEXT listener).
@@ -19,12 +19,13 @@ from urllib.parse import quote
 
 import certifi
 import pytest
+from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
+from shadowlens.store.client import Store
+from shadowlens.store.dsn import redact_dsn
+from shadowlens.streams.ch_writer import ClickHouseWriter
+from shadowlens.streams.config import Settings, SettingsError, redact_secrets
+from shadowlens.streams.kafka_security import aiokafka_options, faust_credentials
 
-from streams.ch_writer import ClickHouseWriter
-from streams.config import Settings, SettingsError, redact_secrets
-from streams.kafka_security import aiokafka_options, faust_credentials
-from streams.store import Store, redact_dsn
-from streams.traffic import Faults, apply_faults, build_events, load_sample
 from tests.stream_harness import (
     WorkerProcess,
     final_decision_seen,
@@ -186,7 +187,7 @@ def test_sasl_ssl_and_ssl_carry_a_tls_context_from_the_ca_file() -> None:
 def shedding_policy(tmp_path: Path) -> Path:
     """The shipped policy with room for only 20 open requests per experiment and task."""
     path = tmp_path / "policy.toml"
-    text = resources.files("judge").joinpath("default_policy.toml").read_text()
+    text = resources.files("shadowlens.judge").joinpath("default_policy.toml").read_text()
     text = text.replace("max_pending = 200000 ", "max_pending = 20 ")
     assert "max_pending = 20 " in text
     path.write_text(text)

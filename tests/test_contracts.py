@@ -7,11 +7,11 @@ import dataclasses
 import jsonschema
 import orjson
 import pytest
+from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
+from shadowlens.schemas import load_json_schema
+from shadowlens.schemas.events import Event, InvalidEvent, Output, decode_event
+from shadowlens.streams.control import decision_message, heartbeat_message
 
-from judge.verdicts import Action, Decision, Evidence, Metric, Verdict
-from schemas import load_json_schema
-from schemas.events import Event, InvalidEvent, Output, decode_event
-from streams.control import decision_message, heartbeat_message
 from tests.builders import event
 
 EVENT_SCHEMA = load_json_schema("event.v1.json")
@@ -92,7 +92,7 @@ def test_control_messages_validate() -> None:
 
 
 def test_signed_control_messages_verify_and_tampering_is_rejected() -> None:
-    from streams.control import InvalidSignature, sign, signing_key, verify
+    from shadowlens.streams.control import InvalidSignature, sign, signing_key, verify
 
     key = signing_key({"SHADOWLENS_CONTROL_KEY": "s3cret"})
     assert key == b"s3cret" and signing_key({}) is None

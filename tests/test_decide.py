@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shadowlens.comparators.aggregate import Aggregate
+from shadowlens.comparators.pairs import score_orphan, score_pair
+from shadowlens.judge.decide import ExperimentState, decide
+from shadowlens.judge.policy import ErrorPolicy, Policy, RampPolicy
+from shadowlens.judge.ramp import RampState, transition
+from shadowlens.judge.verdicts import Action, Evidence, Metric, Verdict
+from shadowlens.pipeline.windows import ClosedWindow, WindowKey
+from shadowlens.schemas.events import Status
 
-from comparators.aggregate import Aggregate
-from comparators.pairs import score_orphan, score_pair
-from judge.decide import ExperimentState, decide
-from judge.policy import ErrorPolicy, Policy, RampPolicy
-from judge.ramp import RampState, transition
-from judge.verdicts import Action, Evidence, Metric, Verdict
-from pipeline.windows import ClosedWindow, WindowKey
-from schemas.events import Status
 from tests.builders import alpaca, event
 
 POLICY = Policy()
@@ -209,7 +209,7 @@ def test_ramp_complete_holds() -> None:
 
 
 def test_shrink_weighs_segment_against_global() -> None:
-    from judge.classify import shrink
+    from shadowlens.judge.classify import shrink
 
     assert shrink(2.0, 100, 1.0, 100) == pytest.approx(1.5)
     assert shrink(2.0, 100, None, 100) == 2.0
@@ -217,7 +217,7 @@ def test_shrink_weighs_segment_against_global() -> None:
 
 
 def test_worst_segment_past_the_limit_holds_promotion() -> None:
-    from judge.decide import _worst_segment_blocks
+    from shadowlens.judge.decide import _worst_segment_blocks
 
     def latency(verdict: Verdict, observed: float) -> Evidence:
         return Evidence(Metric.LATENCY_P99, "b", verdict, observed, 900.0, 1.2, 120)

@@ -29,12 +29,11 @@ import orjson
 import pytest
 import yaml
 from prometheus_client.core import Metric
-
-from judge.policy import load_policy
-from streams.metrics import Metrics
-from streams.replay import TrafficSpec, built_payloads, parse_start_time, run_replay
-from streams.store import Store
-from streams.traffic import Faults
+from shadowlens.judge.policy import load_policy
+from shadowlens.replay.run import TrafficSpec, built_payloads, parse_start_time, run_replay
+from shadowlens.replay.traffic import Faults
+from shadowlens.store.client import Store
+from shadowlens.streams.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

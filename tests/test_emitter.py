@@ -13,9 +13,9 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
+from shadowlens.schemas.events import InvalidEvent, decode_event
+from shadowlens.streams.emitter import EmitterClosed, ShadowEmitter
 
-from schemas.events import InvalidEvent, decode_event
-from streams.emitter import EmitterClosed, ShadowEmitter
 from tests.builders import event
 
 T = TypeVar("T")

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from shadowlens.schemas.events import Arm, decode_event
+from shadowlens.streams.emitter import ShadowEmitter
+from shadowlens.streams.wire import pairing_partition
 
-from schemas.events import Arm, decode_event
-from streams.emitter import ShadowEmitter
-from streams.wire import pairing_partition
 from tests.builders import event
 
 if TYPE_CHECKING:

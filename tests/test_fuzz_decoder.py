@@ -9,10 +9,11 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shadowlens.job.pipeline import Pipeline
+from shadowlens.job.sinks import MemorySink
+from shadowlens.judge.policy import load_policy
+from shadowlens.schemas.events import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_event
 
-from judge.policy import load_policy
-from pipeline.core import MemorySink, Pipeline
-from schemas.events import DEFAULT_MAX_EVENT_BYTES, InvalidEvent, decode_event
 from tests.builders import event
 
 pytestmark = pytest.mark.reliability

@@ -10,16 +10,17 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from shadowlens.comparators.aggregate import Aggregate
+from shadowlens.comparators.pairs import Outcome, score_pair
+from shadowlens.job.pipeline import Pipeline
+from shadowlens.job.sinks import MemorySink, Tee
+from shadowlens.judge.policy import load_policy
+from shadowlens.judge.verdicts import Action, Decision
+from shadowlens.pipeline.windows import ClosedWindow, WindowKey
+from shadowlens.replay.run import TrafficSpec, built_payloads
+from shadowlens.replay.traffic import Faults
+from shadowlens.streams.metrics import NAMES, OTHER, Metrics, MetricsSink
 
-from comparators.aggregate import Aggregate
-from comparators.pairs import Outcome, score_pair
-from judge.policy import load_policy
-from judge.verdicts import Action, Decision
-from pipeline.core import MemorySink, Pipeline, Tee
-from pipeline.windows import ClosedWindow, WindowKey
-from streams.metrics import NAMES, OTHER, Metrics, MetricsSink
-from streams.replay import TrafficSpec, built_payloads
-from streams.traffic import Faults
 from tests.builders import event
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -166,7 +167,7 @@ def test_consumer_lag_per_topic_partition() -> None:
 
 
 def test_segment_labels_are_capped_per_experiment() -> None:
-    from comparators.pairs import score_pair
+    from shadowlens.comparators.pairs import score_pair
 
     metrics = Metrics(max_segments=2)
     scores = [

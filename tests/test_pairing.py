@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 
-from pipeline.pairing import Drop, Pairer, PairingConfig
-from schemas.events import Event
+from shadowlens.pipeline.pairing import Drop, Pairer, PairingConfig
+from shadowlens.schemas.events import Event
+
 from tests.builders import event
 
 CFG = PairingConfig(timeout_ms=10_000, lateness_ms=1_000, retention_ms=20_000)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import math
 
 import pytest
+from shadowlens.comparators.cost import Price, call_cost_usd
+from shadowlens.comparators.json_diff import json_diff
+from shadowlens.comparators.pairs import (
+    Outcome,
+    embedding_cosine,
+    score_orphan,
+    score_pair,
+    score_split,
+)
+from shadowlens.comparators.text import length_ratio, lexical_similarity, normalize
+from shadowlens.schemas.events import Arm, Event, Output, Status, Task
 
-from comparators.cost import Price, call_cost_usd
-from comparators.json_diff import json_diff
-from comparators.pairs import Outcome, embedding_cosine, score_orphan, score_pair, score_split
-from comparators.text import length_ratio, lexical_similarity, normalize
-from schemas.events import Arm, Event, Output, Status, Task
 from tests.builders import alpaca, event
 
 

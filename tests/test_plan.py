@@ -6,14 +6,13 @@ import math
 from dataclasses import replace
 
 import pytest
+from shadowlens.cli.app import app
+from shadowlens.judge.decide import metric_alpha
+from shadowlens.judge.plan import Assumptions, Mode, Rate, metric_needs, plan_ramp
+from shadowlens.judge.policy import LatencyPolicy, Policy, QualityPolicy, RampPolicy
+from shadowlens.judge.stats import required_samples, required_samples_bounded
+from shadowlens.judge.verdicts import Metric
 from typer.testing import CliRunner
-
-from judge.decide import metric_alpha
-from judge.plan import Assumptions, Mode, Rate, metric_needs, plan_ramp
-from judge.policy import LatencyPolicy, Policy, QualityPolicy, RampPolicy
-from judge.stats import required_samples, required_samples_bounded
-from judge.verdicts import Metric
-from streams.cli import app
 
 POLICY = Policy()
 ALPHA = metric_alpha(POLICY)

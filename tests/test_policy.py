@@ -6,8 +6,7 @@ import tomllib
 from importlib import resources
 
 import pytest
-
-from judge.policy import Policy, PolicyError, load_policy, parse_policy
+from shadowlens.judge.policy import Policy, PolicyError, load_policy, parse_policy
 
 
 def test_defaults_are_the_seed_thresholds() -> None:
@@ -19,7 +18,7 @@ def test_defaults_are_the_seed_thresholds() -> None:
 
 
 def test_shipped_default_file_equals_the_defaults_plus_prices() -> None:
-    text = resources.files("judge").joinpath("default_policy.toml").read_text()
+    text = resources.files("shadowlens.judge").joinpath("default_policy.toml").read_text()
     p = parse_policy(tomllib.loads(text))
     assert p.prices["gpt4_0613"].output_per_mtok_usd == 60.0
     assert Policy(prices=p.prices) == p

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import pytest
+from shadowlens.schemas.events import Output, Task, decode_event
+from shadowlens.streams.codec import CodecError, check_storable
+from shadowlens.streams.wire import TYPE_HEADER, WATERMARK, record_type
 
-from schemas.events import Output, Task, decode_event
-from streams.codec import CodecError, check_storable
-from streams.wire import TYPE_HEADER, WATERMARK, record_type
 from tests.builders import event
 
 pytestmark = pytest.mark.reliability

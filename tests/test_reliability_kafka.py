@@ -21,12 +21,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from faust.types import TP
+from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
+from shadowlens.schemas.events import Arm, Event, Output, Task
+from shadowlens.store.client import Store
+from shadowlens.streams.transactions import after_last_records
+from shadowlens.streams.wire import DLQ_KEEP_BYTES, TYPE_HEADER, WATERMARK, read_dead_letter
 
-from schemas.events import Arm, Event, Output, Task
-from streams.store import Store
-from streams.traffic import Faults, apply_faults, build_events, load_sample
-from streams.transactions import after_last_records
-from streams.wire import DLQ_KEEP_BYTES, TYPE_HEADER, WATERMARK, read_dead_letter
 from tests.builders import event
 from tests.kafka_fixtures import TopicFactory
 from tests.stream_harness import (

@@ -1,6 +1,6 @@
 """ClickHouse unreachable for 60 s while the worker runs (issue 6, outages).
 
-First the writer alone (`streams.ch_writer`, over a store that fails on demand): backoff,
+First the writer alone (`shadowlens.streams.ch_writer`, over a store that fails on demand): backoff,
 retries, health, deferred commits, backpressure. Then the real thing: the worker runs as a
 real process (`tests.outage_worker`: `shadowlens worker` whose store fails to open and to
 insert while a file exists). Traffic flows before, during and after the outage. While
@@ -28,14 +28,14 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
+from shadowlens.comparators.pairs import Outcome, PairScore
+from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
+from shadowlens.store.client import Store
+from shadowlens.streams import ch_writer
+from shadowlens.streams.ch_writer import Backoff, ClickHouseWriter
+from shadowlens.streams.metrics import Metrics
+from shadowlens.streams.transactions import CommitDeferred
 
-from comparators.pairs import Outcome, PairScore
-from streams import ch_writer
-from streams.ch_writer import Backoff, ClickHouseWriter
-from streams.metrics import Metrics
-from streams.store import Store
-from streams.traffic import Faults, apply_faults, build_events, load_sample
-from streams.transactions import CommitDeferred
 from tests.outage_worker import DOWN_FILE_ENV
 from tests.stream_harness import (
     WorkerProcess,

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from shadowlens.cli.app import app
+from shadowlens.cli.exit_codes import ExitCode
+from shadowlens.judge.policy import load_policy
+from shadowlens.judge.verdicts import Action, Metric
+from shadowlens.replay.run import TrafficSpec, built_payloads, run_replay
+from shadowlens.replay.traffic import Faults, malformed_payloads
+from shadowlens.store.client import Store
 from typer.testing import CliRunner
-
-from judge.policy import load_policy
-from judge.verdicts import Action, Metric
-from streams.cli import app
-from streams.exit_codes import ExitCode
-from streams.replay import TrafficSpec, built_payloads, run_replay
-from streams.store import Store
-from streams.traffic import Faults, malformed_payloads
 
 POLICY = load_policy()
 SPEC = TrafficSpec(requests=3_000)

@@ -22,13 +22,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from judge.policy import load_policy
-from streams import svg
-from streams.cli import app
-from streams.replay import ReplayResult, TrafficSpec, built_payloads, run_replay
-from streams.report import (
+from shadowlens.cli.app import app
+from shadowlens.judge.policy import load_policy
+from shadowlens.replay.run import ReplayResult, TrafficSpec, built_payloads, run_replay
+from shadowlens.replay.traffic import Faults
+from shadowlens.report import charts
+from shadowlens.report.html import fmt_usd, render, stage_level
+from shadowlens.report.model import (
     CostProjection,
     DecisionRow,
     EvidenceRow,
@@ -40,9 +40,8 @@ from streams.report import (
     load,
     redact_dsn,
 )
-from streams.report_html import fmt_usd, render, stage_level
-from streams.store import Store
-from streams.traffic import Faults
+from shadowlens.store.client import Store
+from typer.testing import CliRunner
 
 POLICY = load_policy()
 EXPERIMENT = "gpt4-to-llama3-70b"
@@ -62,36 +61,36 @@ SECTIONS = ("summary", "matrix", "latency", "quality", "segments", "timeline", "
     ],
 )
 def test_nice_ticks_are_round_and_cover_the_range(lo, hi, expected) -> None:
-    ticks = svg.nice_ticks(lo, hi, 4 if hi == 100 else 5)
+    ticks = charts.nice_ticks(lo, hi, 4 if hi == 100 else 5)
     assert ticks == pytest.approx(expected)
 
 
 def test_time_ticks_are_whole_minutes_with_unambiguous_labels() -> None:
     t0 = datetime(2023, 11, 16, 18, 15, 46, tzinfo=UTC).timestamp()
-    ticks = svg.time_ticks(t0, t0 + 200)
+    ticks = charts.time_ticks(t0, t0 + 200)
     assert all(t % 60 == 0 for t in ticks) and len(ticks) >= 3
-    labels = [svg.time_format(t0, t0 + 200)(t) for t in ticks]
+    labels = [charts.time_format(t0, t0 + 200)(t) for t in ticks]
     assert labels[0] == "18:16:00" and len(set(labels)) == len(labels)
-    assert svg.time_format(t0, t0 + 3 * 86_400)(t0) == "11-16 18:15"
+    assert charts.time_format(t0, t0 + 3 * 86_400)(t0) == "11-16 18:15"
 
 
 def test_charts_escape_their_labels_and_say_when_empty() -> None:
-    chart = svg.line_chart(
-        EVIL, [svg.Series(EVIL, [1, 2], [0.1, 0.9], "#000")], xlabel=EVIL, ylabel="y"
+    chart = charts.line_chart(
+        EVIL, [charts.Series(EVIL, [1, 2], [0.1, 0.9], "#000")], xlabel=EVIL, ylabel="y"
     )
     assert EVIL not in chart and "&lt;img src=x onerror=alert(1)&gt;" in chart
-    assert "no data" in svg.line_chart("t", [], xlabel="x", ylabel="y")
-    assert "no data" in svg.bar_chart(
-        "t", [0, 1], [svg.Series("a", [0], [0], "#000")], xlabel="x", ylabel="y"
+    assert "no data" in charts.line_chart("t", [], xlabel="x", ylabel="y")
+    assert "no data" in charts.bar_chart(
+        "t", [0, 1], [charts.Series("a", [0], [0], "#000")], xlabel="x", ylabel="y"
     )
 
 
 def test_histogram_bar_heights_are_proportional() -> None:
-    frame = svg.Frame(width=400, height=200, top=20, bottom=20, left=20, right=20)
-    chart = svg.bar_chart(
+    frame = charts.Frame(width=400, height=200, top=20, bottom=20, left=20, right=20)
+    chart = charts.bar_chart(
         "h",
         [0, 0.5, 1],
-        [svg.Series("a", [0, 0.5], [1, 4], "#000")],
+        [charts.Series("a", [0, 0.5], [1, 4], "#000")],
         xlabel="x",
         ylabel="y",
         frame=frame,
@@ -263,11 +262,11 @@ def replayed(tmp_path_factory) -> tuple[Path, ReplayResult]:
 @pytest.fixture(scope="module")
 def report_file(replayed) -> Path:
     root, _ = replayed
-    out = root / "report.html"
+    out = root / "shadowlens.report.html"
     args = ["report", "--experiment", EXPERIMENT, "--dsn", f"chdb://{root}/ch", "--out", str(out)]
     run = CliRunner().invoke(app, [*args, "--migration-cost-usd", "250000"])
     assert run.exit_code == 0, run.output
-    assert "report.html" in run.output
+    assert "shadowlens.report.html" in run.output
     return out
 
 

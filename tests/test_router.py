@@ -8,22 +8,22 @@ from importlib import resources
 import jsonschema
 import numpy as np
 import pytest
+from shadowlens.comparators.aggregate import Aggregate
+from shadowlens.comparators.pairs import score_pair
+from shadowlens.judge.decide import ExperimentState, decide
+from shadowlens.judge.policy import Policy, RampPolicy
+from shadowlens.judge.ramp import RampState, transition
+from shadowlens.judge.verdicts import Action, Decision
+from shadowlens.pipeline.windows import ClosedWindow, WindowKey
+from shadowlens.schemas.events import Status
+from shadowlens.streams.control import decision_message, heartbeat_message
+from shadowlens.streams.router import Outcome, RouterState
 
-from comparators.aggregate import Aggregate
-from comparators.pairs import score_pair
-from judge.decide import ExperimentState, decide
-from judge.policy import Policy, RampPolicy
-from judge.ramp import RampState, transition
-from judge.verdicts import Action, Decision
-from pipeline.windows import ClosedWindow, WindowKey
-from schemas.events import Status
-from streams.control import decision_message, heartbeat_message
-from streams.router import Outcome, RouterState
 from tests.builders import event
 
 POLICY = Policy()
 LEASE = POLICY.ramp.lease_ms
-SCHEMA = json.loads(resources.files("schemas").joinpath("control.v1.json").read_text())
+SCHEMA = json.loads(resources.files("shadowlens.schemas").joinpath("control.v1.json").read_text())
 
 
 def window(

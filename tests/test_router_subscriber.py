@@ -23,9 +23,8 @@ import jsonschema
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-
-from judge.verdicts import Action, Decision, Evidence, Metric, Verdict
-from streams.control import SIGNING_KEY_ENV, decision_message, heartbeat_message, sign
+from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
+from shadowlens.streams.control import SIGNING_KEY_ENV, decision_message, heartbeat_message, sign
 
 if TYPE_CHECKING:
     from tests.kafka_fixtures import TopicFactory
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "router_subscriber.py"
-SCHEMA = json.loads(resources.files("schemas").joinpath("control.v1.json").read_text())
+SCHEMA = json.loads(resources.files("shadowlens.schemas").joinpath("control.v1.json").read_text())
 KEY = b"test-control-key"
 EXP = "gpt4-to-llama3-70b"
 

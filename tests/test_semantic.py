@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from comparators.semantic import (
+from shadowlens.comparators.semantic import (
     EMBEDDING_DIM,
     CachedEncoder,
     Encoder,
@@ -36,7 +35,7 @@ from comparators.semantic import (
     semantic_similarity,
     text_key,
 )
-from comparators.text import normalize
+from shadowlens.comparators.text import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -347,9 +346,8 @@ def _check_sampled(scores) -> tuple[int, int]:
 
 @pytest.mark.semantic
 def test_replay_with_semantic_onnx_samples_over_budget(onnx_encoder, tmp_path):
+    from shadowlens.cli.app import app
     from typer.testing import CliRunner
-
-    from streams.cli import app
 
     args = ["replay", "--semantic", "onnx", "--requests", str(SEMANTIC_REQUESTS)]
     args += ["--no-store", "--no-progress", "--policy", str(_tight_policy(tmp_path))]
@@ -363,11 +361,11 @@ def test_replay_with_semantic_onnx_samples_over_budget(onnx_encoder, tmp_path):
 
 @pytest.mark.semantic
 def test_replay_semantic_scores_weights_and_windows(onnx_encoder):
-    from judge.policy import parse_policy
-    from pipeline.windows import ClosedWindow
-    from streams.replay import TrafficSpec, built_payloads, run_replay
-    from streams.semantic_stage import make_cascade
-    from streams.traffic import Faults
+    from shadowlens.judge.policy import parse_policy
+    from shadowlens.pipeline.windows import ClosedWindow
+    from shadowlens.replay.run import TrafficSpec, built_payloads, run_replay
+    from shadowlens.replay.traffic import Faults
+    from shadowlens.streams.semantic_stage import make_cascade
 
     policy = parse_policy(tomllib.loads(TIGHT_BUDGET))
     payloads = built_payloads(TrafficSpec(requests=SEMANTIC_REQUESTS), Faults())
@@ -391,9 +389,10 @@ def test_replay_semantic_scores_weights_and_windows(onnx_encoder):
 def test_worker_scores_semantic_similarity_off_the_event_loop(
     onnx_encoder, kafka_bootstrap, topic_factory, tmp_path
 ):
-    from streams.replay import TrafficSpec, built_payloads
-    from streams.traffic import Faults
-    from streams.wire import PAIRS, TYPE_HEADER, decode_pairs
+    from shadowlens.replay.run import TrafficSpec, built_payloads
+    from shadowlens.replay.traffic import Faults
+    from shadowlens.streams.wire import PAIRS, TYPE_HEADER, decode_pairs
+
     from tests.stream_harness import (
         WorkerProcess,
         make_topics,

@@ -1,7 +1,7 @@
 """LLM-specific pair signals (comparators/signals.py), on real AlpacaEval outputs.
 
 Real examples are AlpacaEval instruction indexes (positions in ../shared/data/alpaca_eval/*.json,
-the `index` of streams/data/alpaca_sample.json); hand-written texts only where the sample has
+the `index` of replay/data/alpaca_sample.json); hand-written texts only where the sample has
 no such data (JSON extraction, contradictions made on purpose).
 """
 
@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 
 import pytest
-
-from comparators.pairs import Outcome, score_pair
-from comparators.signals import (
+from shadowlens.comparators.pairs import Outcome, score_pair
+from shadowlens.comparators.signals import (
     UNPARSED,
     conforms,
     is_refusal,
@@ -25,11 +24,12 @@ from comparators.signals import (
     parse_json,
     schema_ok,
 )
-from schemas.events import Output, Status, Task
-from streams.redaction import fingerprint, redact_score
-from streams.report import Agreement
-from streams.report_html import agreement_table
-from streams.wire import decode_pairs, encode_pairs
+from shadowlens.job.redaction import fingerprint, redact_score
+from shadowlens.report.html import agreement_table
+from shadowlens.report.model import Agreement
+from shadowlens.schemas.events import Output, Status, Task
+from shadowlens.streams.wire import decode_pairs, encode_pairs
+
 from tests.builders import alpaca, event
 
 

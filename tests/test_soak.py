@@ -16,10 +16,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from shadowlens.judge.policy import load_policy
+from shadowlens.replay.run import TrafficSpec, built_payloads, run_replay
+from shadowlens.replay.traffic import Faults
 
-from judge.policy import load_policy
-from streams.replay import TrafficSpec, built_payloads, run_replay
-from streams.traffic import Faults
 from tests.stream_harness import report
 
 pytestmark = pytest.mark.reliability

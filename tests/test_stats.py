@@ -12,8 +12,7 @@ from ddsketch import DDSketch
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 from scipy import integrate, stats
-
-from judge import stats as st
+from shadowlens.judge import stats as st
 
 # --------------------------------------------------------------------------- McNemar
 

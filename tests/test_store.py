@@ -13,22 +13,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from comparators.aggregate import Aggregate
-from comparators.pairs import Outcome, PairScore, score_orphan, score_pair
-from judge.verdicts import Action, Decision, Evidence, Metric, Verdict
-from pipeline.windows import TumblingWindows
-from schemas.events import Arm, DeadLetter, Event, InvalidEvent, Output, Status, Task
-from streams.store import (
-    DEFAULT_DSN,
-    MigrationError,
-    Store,
-    StoreBusyError,
-    StoreError,
-    migrations,
-    resolve_dsn,
-    window_columns,
-)
+from shadowlens.comparators.aggregate import Aggregate
+from shadowlens.comparators.pairs import Outcome, PairScore, score_orphan, score_pair
+from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
+from shadowlens.pipeline.windows import TumblingWindows
+from shadowlens.schemas.events import Arm, DeadLetter, Event, InvalidEvent, Output, Status, Task
+from shadowlens.store.client import MigrationError, Store, StoreBusyError, StoreError, migrations
+from shadowlens.store.columns import window_columns
+from shadowlens.store.dsn import DEFAULT_DSN, resolve_dsn
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_eval"
 PRIMARY_FILE, CANDIDATE_FILE = "gpt4_0613.json", "Meta-Llama-3-70B-Instruct.json"
@@ -555,7 +547,7 @@ def test_one_process_per_data_directory(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys\nfrom streams.store import Store\n"
+            "import sys\nfrom shadowlens.store.client import Store\n"
             f"s = Store.open({dsn!r})\nprint('ready', flush=True)\nsys.stdin.read()\ns.close()",
         ],
         cwd=Path(__file__).resolve().parents[1],

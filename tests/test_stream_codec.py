@@ -9,26 +9,26 @@ from pathlib import Path
 
 import orjson
 import pytest
-
-from comparators.aggregate import PairedCounts
-from comparators.pairs import Outcome
-from judge.policy import load_policy
-from pipeline.core import MemorySink, Pipeline
-from pipeline.pairing import Pairer
-from pipeline.windows import TumblingWindows, WindowState
-from schemas.events import DeadLetter, InvalidEvent, decode_event
-from streams.codec import (
+from shadowlens.comparators.aggregate import PairedCounts
+from shadowlens.comparators.pairs import Outcome
+from shadowlens.job.pipeline import Pipeline
+from shadowlens.job.sinks import MemorySink
+from shadowlens.judge.policy import load_policy
+from shadowlens.pipeline.pairing import Pairer
+from shadowlens.pipeline.windows import TumblingWindows, WindowState
+from shadowlens.replay.traffic import Faults, build_events, load_sample, wire_payloads
+from shadowlens.schemas.events import DeadLetter, InvalidEvent, decode_event
+from shadowlens.streams.codec import (
     CodecError,
     decode_pending,
     decode_state,
     encode_pending,
     encode_state,
 )
-from streams.config import Settings, SettingsError, redact_dsn
-from streams.judging_stage import str_window_key, window_key_str
-from streams.task_state import TaskState
-from streams.traffic import Faults, build_events, load_sample, wire_payloads
-from streams.wire import (
+from shadowlens.streams.config import Settings, SettingsError, redact_dsn
+from shadowlens.streams.judging_stage import str_window_key, window_key_str
+from shadowlens.streams.task_state import TaskState
+from shadowlens.streams.wire import (
     DLQ_KEEP_BYTES,
     Watermark,
     dead_letter_record,
@@ -212,7 +212,7 @@ def test_task_state_coalesces_changes_and_rebuilds_from_the_table() -> None:
 
 
 def test_window_keys_survive_separators_in_names() -> None:
-    from pipeline.windows import WindowKey
+    from shadowlens.pipeline.windows import WindowKey
 
     key = WindowKey("exp|with|bars", "seg ment", "candidate", 1_700_000_000_000)
     assert str_window_key(window_key_str(key)) == key
@@ -246,7 +246,7 @@ def test_settings_from_env_and_secrets() -> None:
 def _pairing_task(partitions: int = 3, partition: int = 0):  # type: ignore[no-untyped-def]
     from types import SimpleNamespace
 
-    from streams.pairing_stage import PairingTask
+    from shadowlens.streams.pairing_stage import PairingTask
 
     policy = load_policy()
     stage = SimpleNamespace(
@@ -260,7 +260,7 @@ def _pairing_task(partitions: int = 3, partition: int = 0):  # type: ignore[no-u
 
 
 def test_pairing_watermark_is_the_minimum_over_every_events_partition() -> None:
-    from streams.wire import END_MS
+    from shadowlens.streams.wire import END_MS
 
     task = _pairing_task()
     lateness = load_policy().pairing.lateness_ms
@@ -306,7 +306,7 @@ def test_the_app_defers_resuming_partitions_until_recovery_has_seeked() -> None:
     import asyncio
     from types import SimpleNamespace
 
-    from streams.transactions import ShadowApp
+    from shadowlens.streams.transactions import ShadowApp
 
     app = ShadowApp("defer-test", broker="kafka://127.0.0.1:1")
     consumer = SimpleNamespace(defer_resume=False)

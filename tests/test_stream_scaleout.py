@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from shadowlens.judge.policy import load_policy
+from shadowlens.pipeline.windows import window_start
+from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
+from shadowlens.schemas.events import Arm
+from shadowlens.store.client import Store
 
-from judge.policy import load_policy
-from pipeline.windows import window_start
-from schemas.events import Arm
-from streams.store import Store
-from streams.traffic import Faults, apply_faults, build_events, load_sample
 from tests.stream_harness import (
     WorkerProcess,
     final_decision_seen,

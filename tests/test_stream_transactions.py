@@ -1,13 +1,12 @@
-"""`streams.transactions` without a broker: what Faust's recovery is told (issue 6)."""
+"""`shadowlens.streams.transactions` without a broker: what Faust's recovery is told (issue 6)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from faust.types import TP
-
-from streams.task_state import task_table
-from streams.transactions import ShadowApp
+from shadowlens.streams.task_state import task_table
+from shadowlens.streams.transactions import ShadowApp
 
 
 def test_recovery_is_never_told_a_changelog_was_read_before_its_last_record_is_applied() -> None:

@@ -18,12 +18,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 import pytest
-
-from judge.policy import load_policy
-from pipeline.windows import window_start
-from schemas.events import Arm, Event
-from streams.store import Store
-from streams.traffic import (
+from shadowlens.judge.policy import load_policy
+from shadowlens.pipeline.windows import window_start
+from shadowlens.replay.traffic import (
     Faults,
     apply_faults,
     build_events,
@@ -31,7 +28,10 @@ from streams.traffic import (
     load_sample,
     malformed_payloads,
 )
-from streams.wire import read_dead_letter
+from shadowlens.schemas.events import Arm, Event
+from shadowlens.store.client import Store
+from shadowlens.streams.wire import read_dead_letter
+
 from tests.stream_harness import (
     WorkerProcess,
     bounded_shuffle,
@@ -74,7 +74,7 @@ def fast_policy(tmp_path: Path) -> Path:
     """The shipped policy with heartbeats every second, so a short test sees some."""
     from importlib import resources
 
-    text = resources.files("judge").joinpath("default_policy.toml").read_text()
+    text = resources.files("shadowlens.judge").joinpath("default_policy.toml").read_text()
     text = text.replace("heartbeat_ms = 10000", "heartbeat_ms = 1000")
     assert "heartbeat_ms = 1000\n" in text
     path = tmp_path / "policy.toml"

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from shadowlens.streams.config import Settings
+from shadowlens.streams.topics import TopologyError, ensure_topics
 
-from streams.config import Settings
-from streams.topics import TopologyError, ensure_topics
 from tests.kafka_fixtures import _delete_topics
 
 if TYPE_CHECKING:

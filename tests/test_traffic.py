@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-
-from schemas.events import Arm, Event, InvalidEvent, Status, decode_event
-from streams.traffic import (
+from shadowlens.replay.traffic import (
     CANDIDATE_MODEL,
     DEFAULT_START_MS,
     LATENCY_MODELS,
@@ -42,6 +40,7 @@ from streams.traffic import (
     wire_payloads,
     write_jsonl,
 )
+from shadowlens.schemas.events import Arm, Event, InvalidEvent, Status, decode_event
 
 
 @cache
@@ -88,7 +87,7 @@ def test_sample_files_parse_and_carry_the_notice() -> None:
     assert all(a.input_tokens > 0 and a.output_tokens > 0 for a in s.arrivals)
     assert s.trace_start_ms == DEFAULT_START_MS
 
-    data = resources.files("streams").joinpath("data")
+    data = resources.files("shadowlens.replay").joinpath("data")
     notice = data.joinpath("NOTICE.md").read_text()
     for needle in ("alpaca_eval", "cd543a1", "Apache-2.0", "AzurePublicDataset", "b469a11"):
         assert needle in notice

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from shadowlens.comparators.aggregate import Aggregate
+from shadowlens.comparators.pairs import score_orphan, score_pair
+from shadowlens.pipeline.windows import TumblingWindows, WindowKey
+from shadowlens.schemas.events import Status
 
-from comparators.aggregate import Aggregate
-from comparators.pairs import score_orphan, score_pair
-from pipeline.windows import TumblingWindows, WindowKey
-from schemas.events import Status
 from tests.builders import added_and_merged, event
 
 

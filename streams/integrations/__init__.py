@@ -2,5 +2,5 @@
 
 Each adapter imports its library itself and is imported only by the gateways that use it,
 so that library stays an optional dependency of shadowlens (``pip install
-shadowlens[litellm]`` for `streams.integrations.litellm_callback`).
+shadowlens[litellm]`` for `shadowlens.streams.integrations.litellm_callback`).
 """

@@ -39,9 +39,8 @@ from typing import Any
 import litellm
 import orjson
 from litellm.integrations.custom_logger import CustomLogger
-
-from schemas.events import Arm, Event, Output, Status, Task
-from streams.emitter import EventSink
+from shadowlens.schemas.events import Arm, Event, Output, Status, Task
+from shadowlens.streams.emitter import EventSink
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from shadowlens.streams.config import PREFIX, Settings, SettingsError
 from typer.core import TyperOption
-
-from streams.config import PREFIX, Settings, SettingsError
 
 WORKER = "worker"
 

@@ -7,7 +7,7 @@ evidence, and the money: cost per request, a monthly projection and the payback 
 
 Every number comes from the store through the queries in `QUERIES` (the only SQL here;
 values bound as ``{name:Type}`` parameters). This module turns their rows into a
-`ReportData`; `streams.report_html` renders it (inline CSS and SVG, nothing fetched).
+`ReportData`; `shadowlens.report.html` renders it (inline CSS and SVG, nothing fetched).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from comparators.cost import Price
-from judge.policy import Policy
-from judge.verdicts import Action, Metric, Verdict
-from streams.store import Store, redact_dsn
+from shadowlens.comparators.cost import Price
+from shadowlens.judge.policy import Policy
+from shadowlens.judge.verdicts import Action, Metric, Verdict
+from shadowlens.store.client import Store
+from shadowlens.store.dsn import redact_dsn
 
 DAYS_PER_MONTH = 365.25 / 12
 SECONDS_PER_MONTH = DAYS_PER_MONTH * 86_400
@@ -674,7 +675,7 @@ def write_report(
     migration_cost_usd: float = 0.0,
 ) -> ReportData:
     """Build the report of `experiment` and write it to `out` (UTF-8 HTML)."""
-    from streams.report_html import render
+    from shadowlens.report.html import render
 
     data = load(
         store,

@@ -1,6 +1,6 @@
-"""Render a `streams.report.ReportData` as one self-contained HTML page.
+"""Render a `shadowlens.report.model.ReportData` as one self-contained HTML page.
 
-Inline CSS, inline SVG charts (`streams.svg`), no script and no external resource: a
+Inline CSS, inline SVG charts (`shadowlens.report.charts`), no script and no external resource: a
 Content-Security-Policy forbids both, so the file shows the same on an air-gapped laptop
 and in a mail attachment. Every string that comes from the data goes through `e()`.
 """
@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from functools import partial
 from html import escape
 
-from judge.verdicts import Action
-from streams import svg
-from streams.report import (
+from shadowlens.judge.verdicts import Action
+from shadowlens.report import charts
+from shadowlens.report.model import (
     DAYS_PER_MONTH,
     OVERALL,
     Agreement,
@@ -326,7 +326,7 @@ def latency(d: ReportData) -> str:
     series = []
     if c.primary_ms:
         series.append(
-            svg.Series(
+            charts.Series(
                 f"primary (n={c.n_primary:,})",
                 [v / 1000 for v in c.primary_ms],
                 c.levels,
@@ -335,14 +335,14 @@ def latency(d: ReportData) -> str:
         )
     if c.candidate_ms:
         series.append(
-            svg.Series(
+            charts.Series(
                 f"candidate (n={c.n_candidate:,})",
                 [v / 1000 for v in c.candidate_ms],
                 c.levels,
                 COLORS["candidate"],
             )
         )
-    chart = svg.line_chart(
+    chart = charts.line_chart(
         "Latency CDF per arm",
         series,
         xlabel="latency (s)",
@@ -350,7 +350,7 @@ def latency(d: ReportData) -> str:
         ylim=(0.0, 1.0),
         yfmt=lambda v: f"{v:.0%}",
         guides=(0.5, 0.95, 0.99),
-        frame=svg.Frame(width=700, height=330),
+        frame=charts.Frame(width=700, height=330),
     )
     rows = [
         [
@@ -402,21 +402,21 @@ def quality(d: ReportData) -> str:
     for comparison, counts in sorted(h.counts.items()):
         n = sum(counts) or 1
         series.append(
-            svg.Series(
+            charts.Series(
                 f"{comparison} (n={sum(counts):,})",
                 h.edges[:-1],
                 [k / n for k in counts],
                 COLORS.get(comparison, "#777"),
             )
         )
-    chart = svg.bar_chart(
+    chart = charts.bar_chart(
         "Quality distribution",
         h.edges,
         series,
         xlabel="quality vs primary (1 = same answer)",
         ylabel="share of pairs",
         yfmt=lambda v: f"{v:.0%}",
-        frame=svg.Frame(width=700, height=330),
+        frame=charts.Frame(width=700, height=330),
     )
     return (
         '<section id="quality"><h2>Similarity and agreement</h2><div class="charts"><figure>'
@@ -552,7 +552,7 @@ def timeline(d: ReportData) -> str:
     # the stage before the first decision
     xs, ys = [xs[0] - 60.0, *xs], [level(ds[0].from_percent), *ys]
     markers = [
-        svg.Marker(
+        charts.Marker(
             x.decided_at.timestamp(),
             level(x.to_percent),
             ACTION_COLORS.get(x.action, "#333"),  # type: ignore[call-overload]
@@ -562,7 +562,7 @@ def timeline(d: ReportData) -> str:
         )
         for x in ds
     ]
-    chart = svg.step_chart(
+    chart = charts.step_chart(
         "Ramp stage over event time",
         xs,
         ys,
@@ -573,7 +573,7 @@ def timeline(d: ReportData) -> str:
         yticks=[float(i) for i in range(len(stages))],
         yfmt=lambda i: f"{stages[round(i)]:g} %",
         time_axis=True,
-        frame=svg.Frame(width=1100, height=260, left=56),
+        frame=charts.Frame(width=1100, height=260, left=56),
     )
     shown = _shown_decisions(ds)
     rows = []

@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-
-from schemas.events import SUPPORTED_SCHEMA_VERSION, Arm, Event, Output, Status, Task
+from shadowlens.schemas.events import SUPPORTED_SCHEMA_VERSION, Arm, Event, Output, Status, Task
 
 PRIMARY_MODEL = "gpt4_0613"
 CANDIDATE_MODEL = "Meta-Llama-3-70B-Instruct"
@@ -210,9 +209,9 @@ def _read_sample_dir(root: Path | Traversable) -> Sample:
 
 
 def load_sample(path: str | Path | None = None) -> Sample:
-    """The shipped sample (streams/data), or one written by scripts/make_sample.py to `path`."""
+    """The shipped sample (replay/data), or one written by scripts/make_sample.py to `path`."""
     if path is None:
-        return _read_sample_dir(resources.files("streams").joinpath("data"))
+        return _read_sample_dir(resources.files("shadowlens.replay").joinpath("data"))
     return _read_sample_dir(Path(path))
 
 
@@ -493,7 +492,7 @@ def malformed_payloads(
     seed: int = 0, *, too_large_bytes: int = 10_000_000
 ) -> list[tuple[bytes, str]]:
     """Raw payloads a gateway bug could publish, each with the dead-letter reason expected
-    from `schemas.events.decode_event`. None may crash the pipeline or vanish silently.
+    from `shadowlens.schemas.events.decode_event`. None may crash the pipeline or vanish silently.
 
     The too-large one exceeds Kafka's default 1 MiB message limit too: replay it from a
     file, or raise the topic's max.message.bytes (or pass a smaller too_large_bytes).

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from judge.policy import Policy
-from pipeline.core import Enricher, MemorySink, Pipeline, Sink, Tee
-from streams.progress import progress_bar
-from streams.redaction import RedactingSink
-from streams.sinks import ClickHouseSink
-from streams.store import Store
-from streams.traffic import (
+from shadowlens.cli.progress import progress_bar
+from shadowlens.job.pipeline import Enricher, Pipeline
+from shadowlens.job.redaction import RedactingSink
+from shadowlens.job.sinks import MemorySink, Sink, Tee
+from shadowlens.judge.policy import Policy
+from shadowlens.replay.traffic import (
     DEFAULT_START_MS,
     Faults,
     apply_faults,
@@ -25,6 +24,8 @@ from streams.traffic import (
     load_sample,
     wire_payloads,
 )
+from shadowlens.store.client import Store
+from shadowlens.store.sink import ClickHouseSink
 
 
 @dataclass(frozen=True, slots=True)

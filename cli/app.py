@@ -1,7 +1,7 @@
 """The `shadowlens` command line.
 
-Exit codes live in streams/exit_codes.py; the config file (``--config``) in
-streams/config_file.py; progress bars in streams/progress.py.
+Exit codes live in cli/exit_codes.py; the config file (``--config``) in
+cli/config_file.py; progress bars in cli/progress.py.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from shadowlens.cli.config_file import ConfigFile, ConfigFileError, load_config, option_defaults
+from shadowlens.cli.exit_codes import ExitCode, epilog
+from shadowlens.judge.policy import Policy, PolicyError, load_policy
+from shadowlens.store.client import MigrationError, Store, StoreError
+from shadowlens.store.dsn import DEFAULT_DSN
+from shadowlens.streams.config import Settings, SettingsError, redact_dsn
 from typer.core import TyperGroup
-
-from judge.policy import Policy, PolicyError, load_policy
-from streams.config import Settings, SettingsError, redact_dsn
-from streams.config_file import ConfigFile, ConfigFileError, load_config, option_defaults
-from streams.exit_codes import ExitCode, epilog
-from streams.store import DEFAULT_DSN, MigrationError, Store, StoreError
 
 CONFIG_KEY = "shadowlens.config"
 DEBUG_KEY = "shadowlens.debug"
@@ -198,7 +198,7 @@ def db_migrate(
     dsn: DsnOption = DEFAULT_DSN, progress: ProgressOption = True, config: ConfigOption = None
 ) -> None:
     """Create the database and apply pending DDL migrations (idempotent)."""
-    from streams.progress import spinner
+    from shadowlens.cli.progress import spinner
 
     with spinner(f"migrating {redact_dsn(dsn)}", enabled=progress), _open_store(dsn) as store:
         applied = store.migrate()
@@ -320,8 +320,8 @@ def _traffic(
     with the faults the flags ask for (seconds on the command line, ms in Faults)."""
     import time
 
-    from streams.replay import TrafficSpec, built_payloads, parse_start_time
-    from streams.traffic import DEFAULT_START_MS, Faults, load_jsonl_events
+    from shadowlens.replay.run import TrafficSpec, built_payloads, parse_start_time
+    from shadowlens.replay.traffic import DEFAULT_START_MS, Faults, load_jsonl_events
 
     if events is not None:
         if rebase_time is not None:
@@ -404,12 +404,12 @@ def replay(
     (candidate) from the shipped AlpacaEval sample at Azure trace arrival times, written to
     the embedded ClickHouse store.
     """
-    from comparators.semantic import SemanticBackendUnavailable
-    from judge.verdicts import Action
-    from streams.replay import run_replay
-    from streams.semantic_stage import make_cascade
-    from streams.summary import print_summary
-    from streams.traffic import write_jsonl
+    from shadowlens.comparators.semantic import SemanticBackendUnavailable
+    from shadowlens.judge.verdicts import Action
+    from shadowlens.replay.run import run_replay
+    from shadowlens.replay.traffic import write_jsonl
+    from shadowlens.report.summary import print_summary
+    from shadowlens.streams.semantic_stage import make_cascade
 
     policy = _policy(policy_path)
     try:
@@ -483,8 +483,7 @@ def plan(
 ) -> None:
     """How long each ramp stage must hold for the judge's bounds to reach the policy margins."""
     from rich.table import Table
-
-    from judge.plan import Assumptions, Mode, plan_ramp
+    from shadowlens.judge.plan import Assumptions, Mode, plan_ramp
 
     if mode not in {m.value for m in Mode}:
         raise _fail(f"--mode must be shadow or split, got {mode!r}")
@@ -540,7 +539,7 @@ def plan(
 def report(
     experiment: Annotated[str, typer.Option("--experiment", help="Experiment to report on.")],
     out: Annotated[Path, typer.Option("--out", dir_okay=False, help="HTML file to write.")] = (
-        Path("report.html")
+        Path("shadowlens.report.html")
     ),
     monthly_requests: Annotated[
         float | None,
@@ -569,8 +568,8 @@ def report(
     config: ConfigOption = None,
 ) -> None:
     """Write a self-contained HTML migration report of one experiment from ClickHouse."""
-    from streams.progress import spinner
-    from streams.report import UnknownExperimentError, write_report
+    from shadowlens.cli.progress import spinner
+    from shadowlens.report.model import UnknownExperimentError, write_report
 
     policy = _policy(policy_path)
     with (
@@ -643,7 +642,7 @@ def worker(
     or the config file's [worker] table. Start more workers with the same app id to split
     the partitions between them.
     """
-    from streams.worker import run_worker
+    from shadowlens.streams.worker import run_worker
 
     settings = _settings(
         ctx,
@@ -710,11 +709,11 @@ def publish(
     """
     import asyncio
 
-    from streams.kafka_security import aiokafka_options
-    from streams.progress import progress_bar
-    from streams.publish import Published
-    from streams.publish import publish as publish_payloads
-    from streams.topics import ensure_topics
+    from shadowlens.cli.progress import progress_bar
+    from shadowlens.replay.publish import Published
+    from shadowlens.replay.publish import publish as publish_payloads
+    from shadowlens.streams.kafka_security import aiokafka_options
+    from shadowlens.streams.topics import ensure_topics
 
     settings = _settings(ctx, kafka_bootstrap=bootstrap, topic_events=topic)
     sourced = _traffic(

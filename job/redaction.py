@@ -11,11 +11,11 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from comparators.pairs import PairScore
-from judge.verdicts import Decision
-from pipeline.core import Sink
-from pipeline.windows import ClosedWindow
-from schemas.events import DeadLetter
+from shadowlens.comparators.pairs import PairScore
+from shadowlens.job.sinks import Sink
+from shadowlens.judge.verdicts import Decision
+from shadowlens.pipeline.windows import ClosedWindow
+from shadowlens.schemas.events import DeadLetter
 
 
 def fingerprint(data: bytes) -> str:

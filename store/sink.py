@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from comparators.pairs import PairScore
-from judge.verdicts import Decision
-from pipeline.windows import ClosedWindow
-from schemas.events import DeadLetter
-from streams.store import Store
+from shadowlens.comparators.pairs import PairScore
+from shadowlens.judge.verdicts import Decision
+from shadowlens.pipeline.windows import ClosedWindow
+from shadowlens.schemas.events import DeadLetter
+from shadowlens.store.client import Store
 
 
 @dataclass

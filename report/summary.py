@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from comparators.aggregate import Aggregate
-from comparators.cascade import sampled_fraction
-from comparators.pairs import PairScore
-from judge.verdicts import Action, Decision
+from shadowlens.comparators.aggregate import Aggregate
+from shadowlens.comparators.cascade import sampled_fraction
+from shadowlens.comparators.pairs import PairScore
+from shadowlens.judge.verdicts import Action, Decision
 
 TOTAL = "(all)"
 

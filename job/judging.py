@@ -1,0 +1,51 @@
+"""Judging: closed windows, grouped per experiment and end time, become decisions.
+
+One object holds the experiments' judge state (any mutable mapping: a dict in the replay,
+a changelogged task table in the worker) and hands windows and decisions to a sink.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from itertools import groupby
+
+from shadowlens.job.sinks import Sink
+from shadowlens.judge.decide import ExperimentState, decide
+from shadowlens.judge.policy import Policy
+from shadowlens.judge.ramp import RampState
+from shadowlens.pipeline.windows import ClosedWindow
+
+
+class Judging:
+    """Writes closed windows and decides each experiment's step at their end."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        sink: Sink,
+        experiments: MutableMapping[str, ExperimentState] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.sink = sink
+        self.experiments: MutableMapping[str, ExperimentState] = (
+            {} if experiments is None else experiments
+        )
+
+    def judge(self, closed: list[ClosedWindow]) -> None:
+        if not closed:
+            return
+        self.sink.windows(closed)
+        by_time = sorted(closed, key=lambda w: (w.key.experiment, w.end_ms))
+        decisions = []
+        for (experiment, end_ms), group in groupby(
+            by_time, key=lambda w: (w.key.experiment, w.end_ms)
+        ):
+            windows = list(group)
+            state = self.experiments.get(experiment) or ExperimentState(
+                ramp=RampState(stage_started_ms=windows[0].key.start_ms)
+            )
+            decision, self.experiments[experiment] = decide(
+                experiment, windows, state, self.policy, end_ms
+            )
+            decisions.append(decision)
+        self.sink.decisions(decisions)
