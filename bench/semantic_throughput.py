@@ -40,12 +40,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shadowlens.comparators.cascade import SemanticCascade  # noqa: E402
+from shadowlens.comparators.cascade import SemanticCascade, SemanticPolicy  # noqa: E402
 from shadowlens.comparators.pairs import PairScore  # noqa: E402
 from shadowlens.comparators.semantic import CachedEncoder, Encoder, make_encoder  # noqa: E402
 from shadowlens.job.pipeline import Pipeline  # noqa: E402
 from shadowlens.job.sinks import MemorySink  # noqa: E402
-from shadowlens.judge.policy import SemanticPolicy, load_policy  # noqa: E402
+from shadowlens.judge.policy import load_policy  # noqa: E402
 from shadowlens.replay.traffic import Faults, build_events, load_full, load_sample, wire_payloads  # noqa: E402
 from shadowlens.streams.semantic_stage import CACHE_ENTRIES  # noqa: E402
 

@@ -34,17 +34,29 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 import numpy as np
 from shadowlens.comparators.pairs import PairScore
 from shadowlens.comparators.semantic import Encoder, semantic_similarity
 from shadowlens.schemas.events import Task
 
-if TYPE_CHECKING:  # the policy's [semantic] table; no judge import at run time
-    from shadowlens.judge.policy import SemanticPolicy
-
 NOT_TEXT_TASKS = frozenset({Task.CLASSIFICATION, Task.EMBEDDING, Task.EXTRACTION})
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticPolicy:
+    """The embedding budget (the policy's ``[semantic]`` table): over it, a uniform sample
+    is scored."""
+
+    max_pairs_per_s: float = 50.0  # pairs sent to the model per second of event time; 0: no cap
+    burst_pairs: int = 500  # unused allowance kept for bursts, in pairs
+    min_sample_fraction: float = 0.05  # never sample less: every batch keeps some evidence
+
+    def __post_init__(self) -> None:
+        if self.max_pairs_per_s < 0 or self.burst_pairs < 1:
+            raise ValueError("semantic.max_pairs_per_s must be >= 0 and burst_pairs >= 1")
+        if not 0 < self.min_sample_fraction <= 1:
+            raise ValueError("semantic.min_sample_fraction must be in (0, 1]")
 
 
 class Route(StrEnum):

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from shadowlens.comparators.cascade import SemanticPolicy
 from shadowlens.comparators.cost import Price
 
 
@@ -87,21 +88,6 @@ class JudgePolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class SemanticPolicy:
-    """The embedding budget (see `comparators.cascade`): over it, a uniform sample is scored."""
-
-    max_pairs_per_s: float = 50.0  # pairs sent to the model per second of event time; 0: no cap
-    burst_pairs: int = 500  # unused allowance kept for bursts, in pairs
-    min_sample_fraction: float = 0.05  # never sample less: every batch keeps some evidence
-
-    def __post_init__(self) -> None:
-        if self.max_pairs_per_s < 0 or self.burst_pairs < 1:
-            raise PolicyError("semantic.max_pairs_per_s must be >= 0 and burst_pairs >= 1")
-        if not 0 < self.min_sample_fraction <= 1:
-            raise PolicyError("semantic.min_sample_fraction must be in (0, 1]")
-
-
-@dataclass(frozen=True, slots=True)
 class Policy:
     latency: LatencyPolicy = field(default_factory=LatencyPolicy)
     errors: ErrorPolicy = field(default_factory=ErrorPolicy)
@@ -143,7 +129,9 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             kwargs[name] = value
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except PolicyError:
+        raise
+    except (TypeError, ValueError) as exc:  # e.g. a comparator's own config check
         raise PolicyError(f"[{where}]: {exc}") from None
 
 

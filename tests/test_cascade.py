@@ -14,6 +14,7 @@ from shadowlens.comparators.cascade import (
     Budget,
     Route,
     SemanticCascade,
+    SemanticPolicy,
     apply_plan,
     plan_batch,
     sample_fraction,
@@ -23,7 +24,7 @@ from shadowlens.comparators.cascade import (
 from shadowlens.comparators.pairs import PairScore, score_orphan, score_pair
 from shadowlens.judge.classify import Alphas, QualityReference, classify_quality
 from shadowlens.judge.evidence_state import SegmentEvidence
-from shadowlens.judge.policy import SemanticPolicy, parse_policy
+from shadowlens.judge.policy import parse_policy
 from shadowlens.schemas.events import Arm, Output, Status, Task
 
 from tests.builders import alpaca, event
