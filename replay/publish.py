@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
-from shadowlens.streams.wire import end_of_input_record
+from shadowlens.schemas.markers import end_of_input_record
 
 IN_FLIGHT = 2000  # sends awaited in groups of this many
 

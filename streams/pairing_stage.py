@@ -38,6 +38,7 @@ from shadowlens.job.scoring import Scorer, pairing_config
 from shadowlens.judge.policy import Policy
 from shadowlens.pipeline.pairing import Matched, Pairer, Pending
 from shadowlens.schemas.events import DeadLetter, InvalidEvent, decode_event
+from shadowlens.schemas.markers import END_OF_INPUT, TYPE_HEADER
 from shadowlens.streams.codec import check_storable, decode_pending, encode_pending
 from shadowlens.streams.config import Settings
 from shadowlens.streams.metrics import Metrics
@@ -53,9 +54,7 @@ from shadowlens.streams.task_state import (
 )
 from shadowlens.streams.wire import (
     END_MS,
-    END_OF_INPUT,
     PAIRS,
-    TYPE_HEADER,
     WATERMARK,
     Watermark,
     dead_letter_record,

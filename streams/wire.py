@@ -25,11 +25,10 @@ import orjson
 from aiokafka.partitioner import murmur2
 from shadowlens.comparators.pairs import Outcome, PairScore
 from shadowlens.schemas.events import DeadLetter
+from shadowlens.schemas.markers import TYPE_HEADER
 
-TYPE_HEADER = "shadowlens-type"
 PAIRS = b"pairs"
 WATERMARK = b"watermark"
-END_OF_INPUT = b"end-of-input"
 END_MS = 2**62  # the watermark of a partition whose input has ended
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024  # worker-written topics: a pair of two 1 MiB events fits
@@ -113,11 +112,6 @@ class Watermark:
     @property
     def key(self) -> bytes:
         return f"~watermark/{self.partition}".encode()
-
-
-def end_of_input_record() -> tuple[bytes, list[tuple[str, bytes]]]:
-    """Value and headers of the end-of-input marker a finite replay sends last."""
-    return orjson.dumps({"marker": "end-of-input"}), [(TYPE_HEADER, END_OF_INPUT)]
 
 
 # --------------------------------------------------------------------------- dead letters

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 from shadowlens.schemas.events import Output, Task, decode_event
+from shadowlens.schemas.markers import TYPE_HEADER
 from shadowlens.streams.codec import CodecError, check_storable
-from shadowlens.streams.wire import TYPE_HEADER, WATERMARK, record_type
+from shadowlens.streams.wire import WATERMARK, record_type
 
 from tests.builders import event
 

@@ -23,9 +23,10 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from faust.types import TP
 from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
 from shadowlens.schemas.events import Arm, Event, Output, Task
+from shadowlens.schemas.markers import TYPE_HEADER
 from shadowlens.store.client import Store
 from shadowlens.streams.transactions import after_last_records
-from shadowlens.streams.wire import DLQ_KEEP_BYTES, TYPE_HEADER, WATERMARK, read_dead_letter
+from shadowlens.streams.wire import DLQ_KEEP_BYTES, WATERMARK, read_dead_letter
 
 from tests.builders import event
 from tests.kafka_fixtures import TopicFactory

@@ -391,7 +391,8 @@ def test_worker_scores_semantic_similarity_off_the_event_loop(
 ):
     from shadowlens.replay.run import TrafficSpec, built_payloads
     from shadowlens.replay.traffic import Faults
-    from shadowlens.streams.wire import PAIRS, TYPE_HEADER, decode_pairs
+    from shadowlens.schemas.markers import TYPE_HEADER
+    from shadowlens.streams.wire import PAIRS, decode_pairs
 
     from tests.stream_harness import (
         WorkerProcess,
