@@ -569,7 +569,8 @@ def report(
 ) -> None:
     """Write a self-contained HTML migration report of one experiment from ClickHouse."""
     from shadowlens.cli.progress import spinner
-    from shadowlens.report.model import UnknownExperimentError, write_report
+    from shadowlens.report.model import UnknownExperimentError
+    from shadowlens.report.write import write_report
 
     policy = _policy(policy_path)
     with (

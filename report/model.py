@@ -1,13 +1,9 @@
-"""`shadowlens report`: a self-contained HTML migration report built from ClickHouse.
-
-One file an operator can attach to a change request: go/no-go against the policy, the
-candidate next to the primary (provider, model, price, latency, errors, quality), latency
-CDFs, the quality distribution, a per-segment table, the decision timeline with its
-evidence, and the money: cost per request, a monthly projection and the payback period.
+"""The migration report's data, read from ClickHouse into a `ReportData`.
 
 Every number comes from the store through the queries in `QUERIES` (the only SQL here;
-values bound as ``{name:Type}`` parameters). This module turns their rows into a
-`ReportData`; `shadowlens.report.html` renders it (inline CSS and SVG, nothing fetched).
+values bound as ``{name:Type}`` parameters). `shadowlens.report.html` renders a
+`ReportData` and `shadowlens.report.write` joins the two, so the data never depends on its
+presentation.
 """
 
 from __future__ import annotations
@@ -16,7 +12,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from shadowlens.comparators.cost import Price
@@ -663,26 +658,3 @@ def _decisions(rows: list[dict[str, Any]]) -> tuple[DecisionRow, ...]:
             )
     close()
     return tuple(out)
-
-
-def write_report(
-    store: Store,
-    experiment: str,
-    policy: Policy,
-    out: Path,
-    *,
-    monthly_requests: float | None = None,
-    migration_cost_usd: float = 0.0,
-) -> ReportData:
-    """Build the report of `experiment` and write it to `out` (UTF-8 HTML)."""
-    from shadowlens.report.html import render
-
-    data = load(
-        store,
-        experiment,
-        policy,
-        monthly_requests=monthly_requests,
-        migration_cost_usd=migration_cost_usd,
-    )
-    out.write_text(render(data), encoding="utf-8")
-    return data
