@@ -14,17 +14,10 @@ from html import escape
 
 from shadowlens.judge.verdicts import Action
 from shadowlens.report import charts
-from shadowlens.report.model import (
-    DAYS_PER_MONTH,
-    OVERALL,
-    Agreement,
-    ArmRow,
-    CostProjection,
-    DecisionRow,
-    EvidenceRow,
-    GoNoGo,
-    ReportData,
-)
+from shadowlens.report.cost import DAYS_PER_MONTH, CostProjection
+from shadowlens.report.model import ReportData
+from shadowlens.report.rows import OVERALL, Agreement, ArmRow, DecisionRow, EvidenceRow
+from shadowlens.report.verdict import GoNoGo
 
 COLORS = {"primary": "#4c78a8", "candidate": "#f58518", "replica": "#54a24b"}
 ACTION_COLORS = {

@@ -27,20 +27,13 @@ from shadowlens.judge.policy import load_policy
 from shadowlens.replay.run import ReplayResult, TrafficSpec, built_payloads, run_replay
 from shadowlens.replay.traffic import Faults
 from shadowlens.report import charts
+from shadowlens.report.cost import CostProjection, cost_projection
 from shadowlens.report.html import fmt_usd, render, stage_level
-from shadowlens.report.model import (
-    CostProjection,
-    DecisionRow,
-    EvidenceRow,
-    Overview,
-    ReportData,
-    SegmentRow,
-    cost_projection,
-    go_no_go,
-    load,
-    redact_dsn,
-)
+from shadowlens.report.model import ReportData, load
+from shadowlens.report.rows import DecisionRow, EvidenceRow, Overview, SegmentRow
+from shadowlens.report.verdict import go_no_go
 from shadowlens.store.client import Store
+from shadowlens.store.dsn import redact_dsn
 from typer.testing import CliRunner
 
 POLICY = load_policy()

@@ -1,0 +1,85 @@
+"""Go/no-go: where the migration stands against the policy, from the last decision.
+
+Kept apart from the loader because it is the report's one judgement: it reads decisions
+already made by the judge and turns them into a status and a checklist, nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shadowlens.judge.policy import Policy
+from shadowlens.judge.verdicts import Action, Metric, Verdict
+from shadowlens.report.rows import OVERALL, DecisionRow
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One row of the go/no-go table: a verdict of the last decision next to its limit."""
+
+    metric: str
+    segment: str
+    verdict: str
+    limit: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class GoNoGo:
+    status: str  # GO | NO-GO | NOT YET | NO DATA
+    headline: str
+    last: DecisionRow | None
+    checks: tuple[Check, ...]
+
+
+def limit_text(metric: str, policy: Policy) -> str:
+    """The policy limit a metric is judged against, in words."""
+    if metric == Metric.LATENCY_P99:
+        q = policy.latency.quantile * 100
+        return f"p{q:g} <= {1 + policy.latency.max_relative_increase:.2f}x primary"
+    if metric in (Metric.ERROR_RATE, Metric.REFUSAL_RATE):
+        e = policy.errors if metric == Metric.ERROR_RATE else policy.refusals
+        return f"<= max({e.max_absolute:.0%}, primary + {e.max_increase * 100:g} pp)"
+    if metric == Metric.QUALITY:
+        return f"<= {policy.quality.max_relative_drop:.0%} below reference"
+    if metric == Metric.COST:
+        forecast = policy.cost.forecast_usd_per_request
+        ref = "primary cost" if forecast is None else f"${forecast:g}/request"
+        return f"<= {policy.cost.max_relative_increase:.0%} over {ref}"
+    if metric == Metric.PAIRING_RATE:
+        return f">= {policy.pairing.min_pairing_rate:.0%}"
+    return ""
+
+
+def go_no_go(decisions: Sequence[DecisionRow], policy: Policy) -> GoNoGo:
+    """Where the migration stands against the policy, from the last decision.
+
+    NO-GO: the last decision rolled back, or one of its verdicts fails. GO: the ramp has
+    reached its last stage, or every overall verdict passes (ready for the next stage).
+    NOT YET: nothing fails but the evidence is still inconclusive or missing.
+    """
+    if not decisions:
+        return GoNoGo("NO DATA", "no decision yet: the judge has not closed a window", None, ())
+    last = decisions[-1]
+    order = {m: i for i, m in enumerate(Metric)}
+    ev = sorted(
+        last.evidence, key=lambda e: (e.segment != OVERALL, order.get(e.metric, 99), e.segment)
+    )
+    checks = tuple(
+        Check(e.metric, e.segment, e.verdict, limit_text(e.metric, policy), e.reason) for e in ev
+    )
+    final_stage = policy.ramp.stages_percent[-1]
+    stage = f"{last.to_percent:g} % of traffic"
+    if last.action == Action.ROLLBACK or last.failing:
+        failing = ", ".join(f"{e.metric} [{e.segment}]" for e in last.failing) or last.reason
+        return GoNoGo("NO-GO", f"{last.action} to {stage}: {failing} failed", last, checks)
+    if last.to_percent >= final_stage:
+        return GoNoGo("GO", f"ramp complete: the candidate serves {stage}", last, checks)
+    overall = [e for e in last.evidence if e.segment == OVERALL]
+    if overall and all(e.verdict == Verdict.PASS for e in overall):
+        return GoNoGo("GO", f"every check passes at {stage}: ready to promote", last, checks)
+    waiting = [f"{e.metric} {e.verdict}" for e in overall if e.verdict != Verdict.PASS] or [
+        "no overall evidence"
+    ]
+    return GoNoGo("NOT YET", f"{last.action} at {stage}: {', '.join(waiting)}", last, checks)
