@@ -28,9 +28,11 @@ from shadowlens.replay.run import ReplayResult, TrafficSpec, built_payloads, run
 from shadowlens.replay.traffic import Faults
 from shadowlens.report import charts
 from shadowlens.report.cost import CostProjection, cost_projection
-from shadowlens.report.html import fmt_usd, render, stage_level
+from shadowlens.report.html import render
+from shadowlens.report.markup import fmt_usd
 from shadowlens.report.model import ReportData, load
 from shadowlens.report.rows import DecisionRow, EvidenceRow, Overview, SegmentRow
+from shadowlens.report.timeline import stage_level
 from shadowlens.report.verdict import go_no_go
 from shadowlens.store.client import Store
 from shadowlens.store.dsn import redact_dsn

@@ -25,7 +25,7 @@ from shadowlens.comparators.signals import (
     schema_ok,
 )
 from shadowlens.job.redaction import fingerprint, redact_score
-from shadowlens.report.html import agreement_table
+from shadowlens.report.distributions import agreement_table
 from shadowlens.report.rows import Agreement
 from shadowlens.schemas.events import Output, Status, Task
 from shadowlens.streams.wire import decode_pairs, encode_pairs
