@@ -34,7 +34,7 @@ Methods, all on the same stream and the same 60 s windows:
   error rates, mean quality against the replica's), rollback after 3 failed checks in a
   row; one ramp step per passing window;
 - Kayenta-style: one look after 50 windows (50 points per metric, the minimum usually
-  advised for a Kayenta analysis): Mann-Whitney (`shadowlens.judge.stats.mann_whitney`) of the
+  advised for a Kayenta analysis): Mann-Whitney (`shadowlens.judge.stats_rank_tests`) of the
   per-window series of candidate against primary (quality: against the replica) at 98 %
   confidence (NetflixACAJudge's confLevel), after
   Kayenta's IQR outlier removal, High/Low only if the mean effect is also past the policy
@@ -68,7 +68,10 @@ from shadowlens.comparators.signals import is_refusal
 from shadowlens.comparators.text import lexical_similarity
 from shadowlens.job.pipeline import Pipeline
 from shadowlens.judge.policy import Policy, load_policy
-from shadowlens.judge.stats import mann_whitney, mcnemar_sequential, mixture_rho, quantile_ratio_ci
+from shadowlens.judge.stats_means import mixture_rho
+from shadowlens.judge.stats_paired_rates import mcnemar_sequential
+from shadowlens.judge.stats_quantiles import quantile_ratio_ci
+from shadowlens.judge.stats_rank_tests import mann_whitney
 from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
 from shadowlens.replay.traffic import (
     LATENCY_MODELS,
@@ -775,7 +778,7 @@ VARIANTS: dict[str, str] = {
     "+1 pp; quality: below 0.95 x the reference's lower bound)",
     "pass-budget": "as they are, but PASS read at a separate 5 % false-promotion budget",
     "recommended": "latency as in 'half-margin'; errors: point rates past both limits and the "
-    "anytime-valid McNemar test (judge.stats.mcnemar_sequential) shows more candidate-only "
+    "anytime-valid McNemar test (judge.stats_paired_rates) shows more candidate-only "
     "failures; quality as in 'vs-zero'; PASS at a separate 5 % false-promotion budget",
 }
 

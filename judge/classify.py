@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from shadowlens.comparators.aggregate import Aggregate, PairedCounts
 from shadowlens.judge.evidence_state import SegmentEvidence
 from shadowlens.judge.policy import Policy
-from shadowlens.judge.stats import BoundedMeanCS, mcnemar_sequential, mixture_rho, quantile_ratio_ci
+from shadowlens.judge.stats_means import BoundedMeanCS, mixture_rho
+from shadowlens.judge.stats_paired_rates import mcnemar_sequential
+from shadowlens.judge.stats_quantiles import quantile_ratio_ci
 from shadowlens.judge.verdicts import Evidence, Metric, Verdict
 
 

@@ -29,7 +29,7 @@ from shadowlens.judge.classify import (
 from shadowlens.judge.evidence_state import SegmentEvidence, _bounded
 from shadowlens.judge.policy import Policy
 from shadowlens.judge.ramp import RampState, transition
-from shadowlens.judge.stats import BoundedMeanCS
+from shadowlens.judge.stats_means import BoundedMeanCS
 from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
 from shadowlens.pipeline.windows import ClosedWindow
 

@@ -1,9 +1,10 @@
 """What the judge accumulates per segment during one ramp stage: always-valid bounds.
 
-Windows are folded in as they close; the confidence sequences in `shadowlens.judge.stats` stay valid
-however often the judge looks, so checking after every window does not inflate false
-rollbacks. The state restarts at every stage transition: latency and errors depend on
-the traffic share, and each stage is judged on its own evidence.
+Windows are folded in as they close; the confidence sequences in
+`shadowlens.judge.stats_means` stay valid however often the judge looks, so checking after
+every window does not inflate false rollbacks. The state restarts at every stage
+transition: latency and errors depend on the traffic share, and each stage is judged on
+its own evidence.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shadowlens.comparators.aggregate import Aggregate, Moments, merged
-from shadowlens.judge.stats import BoundedMeanCS, GaussianMixtureCS
+from shadowlens.judge.stats_means import BoundedMeanCS, GaussianMixtureCS
 
 ALPHA_DESIGN = 0.01  # tunes the bets of the bounded CSs; any alpha can be read afterwards
 

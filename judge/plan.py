@@ -33,7 +33,7 @@ from enum import StrEnum
 
 from shadowlens.judge.decide import metric_alpha
 from shadowlens.judge.policy import Policy
-from shadowlens.judge.stats import required_samples, required_samples_bounded
+from shadowlens.judge.stats_planning import required_samples, required_samples_bounded
 from shadowlens.judge.verdicts import Metric
 
 

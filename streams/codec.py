@@ -24,7 +24,7 @@ from shadowlens.comparators.aggregate import Aggregate, Moments, PairedCounts
 from shadowlens.judge.decide import ExperimentState
 from shadowlens.judge.evidence_state import SegmentEvidence
 from shadowlens.judge.ramp import RampState
-from shadowlens.judge.stats import BoundedMeanCS, GaussianMixtureCS
+from shadowlens.judge.stats_means import BoundedMeanCS, GaussianMixtureCS
 from shadowlens.pipeline.pairing import Pending
 from shadowlens.pipeline.windows import WindowState
 from shadowlens.schemas.events import Event, decode_event

@@ -10,7 +10,7 @@ from shadowlens.cli.app import app
 from shadowlens.judge.decide import metric_alpha
 from shadowlens.judge.plan import Assumptions, Mode, Rate, metric_needs, plan_ramp
 from shadowlens.judge.policy import LatencyPolicy, Policy, QualityPolicy, RampPolicy
-from shadowlens.judge.stats import required_samples, required_samples_bounded
+from shadowlens.judge.stats_planning import required_samples, required_samples_bounded
 from shadowlens.judge.verdicts import Metric
 from typer.testing import CliRunner
 
