@@ -2,7 +2,8 @@
 
 Reads like Kayenta's judge: fold windows into per-segment stage evidence -> classify each
 metric per segment with always-valid bounds -> combine verdicts -> walk the ramp. Pure:
-the clock (`now_ms`, event time) is an argument.
+the clock (`now_ms`, event time) and the per-metric classifiers (`Classifiers`, today's by
+default) are arguments.
 
 Error budget: `judge.alpha` is the chance of one false rollback over a whole ramp. It is
 split (Bonferroni) over the stages, the five rollback metrics and the segments (plus the
@@ -16,16 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shadowlens.comparators.aggregate import Aggregate, merged
-from shadowlens.judge.classify import (
-    Alphas,
-    QualityReference,
-    classify_cost,
-    classify_errors,
-    classify_latency,
-    classify_pairing,
-    classify_quality,
-    classify_refusals,
-)
+from shadowlens.judge.classifiers import CLASSIFIERS, Classifiers, SegmentCase
+from shadowlens.judge.classify import Alphas, QualityReference, classify_pairing
 from shadowlens.judge.evidence_state import SegmentEvidence, _bounded
 from shadowlens.judge.policy import Policy
 from shadowlens.judge.ramp import RampState, transition
@@ -101,21 +94,22 @@ def _reference(
     return QualityReference(None, "none")
 
 
-def _judge_segment(
-    ev: SegmentEvidence,
+def _case(
     segment: str,
-    reference: QualityReference,
+    segments: Mapping[str, SegmentEvidence],
+    replicas: Mapping[str, SegmentEvidence],
+    baseline: BoundedMeanCS,
     policy: Policy,
-    overall: SegmentEvidence | None,
-) -> list[Evidence]:
-    alpha = metric_alphas(policy)
-    return [
-        classify_latency(ev, segment, policy, alpha, overall),
-        classify_errors(ev, segment, policy, alpha),
-        classify_quality(ev, segment, reference, policy, alpha),
-        classify_cost(ev, segment, policy, alpha),
-        classify_refusals(ev, segment, policy, alpha),
-    ]
+) -> SegmentCase:
+    """One segment's stage evidence with its reference, budgets and the all-segments view."""
+    return SegmentCase(
+        evidence=segments[segment],
+        segment=segment,
+        policy=policy,
+        alpha=metric_alphas(policy),
+        reference=_reference(segment, replicas, baseline, policy),
+        overall=None if segment == ALL_SEGMENTS else segments.get(ALL_SEGMENTS),
+    )
 
 
 def decide(
@@ -124,8 +118,9 @@ def decide(
     state: ExperimentState,
     policy: Policy,
     now_ms: int,
+    classifiers: Classifiers = CLASSIFIERS,
 ) -> tuple[Decision, ExperimentState]:
-    """Judge the windows that just closed, then promote, hold or roll back."""
+    """Judge the windows that just closed with `classifiers`, then promote, hold or roll back."""
     candidate = _by_segment(windows, "candidate")
     segments = _fold(state.segments, candidate)
     replicas = _fold(state.replicas, _by_segment(windows, "replica"))
@@ -138,13 +133,7 @@ def decide(
     evidence = [
         e
         for seg in ordered
-        for e in _judge_segment(
-            segments[seg],
-            seg,
-            _reference(seg, replicas, baseline, policy),
-            policy,
-            None if seg == ALL_SEGMENTS else segments.get(ALL_SEGMENTS),
-        )
+        for e in classifiers.classify(_case(seg, segments, replicas, baseline, policy))
     ]
     if ALL_SEGMENTS in segments:
         evidence.append(classify_pairing(segments[ALL_SEGMENTS], ALL_SEGMENTS, policy))

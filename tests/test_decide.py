@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from shadowlens.comparators.aggregate import Aggregate
 from shadowlens.comparators.pairs import score_orphan, score_pair
+from shadowlens.judge.classifiers import CLASSIFIERS, SegmentCase
 from shadowlens.judge.decide import ExperimentState, decide
 from shadowlens.judge.policy import ErrorPolicy, Policy, RampPolicy
 from shadowlens.judge.ramp import RampState, transition
@@ -184,6 +187,26 @@ def test_state_folds_windows_across_decisions() -> None:
     assert state.segments["*"].totals.n_paired == 300
     assert state.segments["*"].candidate_error.n == 300
     assert state.segments["*"].candidate_refusal.n == 300
+
+
+def test_decide_judges_with_the_classifiers_it_is_given() -> None:
+    """The seam the benchmark's prototypes use: a replaced classifier is the one the judge
+    reads, the others stay today's."""
+
+    def always_fails(case: SegmentCase) -> Evidence:
+        return Evidence(
+            Metric.ERROR_RATE, case.segment, Verdict.FAIL, 0.5, 0.0, 0.05, 300, reason="stub"
+        )
+
+    strict = replace(CLASSIFIERS, errors=always_fails)
+    state = ExperimentState(RampState(stage_index=3))
+    today, _ = decide("exp", [window()], state, POLICY, 60_000)
+    swapped, _ = decide("exp", [window()], state, POLICY, 60_000, strict)
+    assert today.action == Action.HOLD and swapped.action == Action.ROLLBACK
+    assert {e.metric for e in swapped.failing} == {Metric.ERROR_RATE}
+    assert [e for e in swapped.evidence if e.metric != Metric.ERROR_RATE] == [
+        e for e in today.evidence if e.metric != Metric.ERROR_RATE
+    ]
 
 
 def test_ramp_transitions() -> None:

@@ -1,0 +1,92 @@
+"""The per-metric classifier set decide() runs, behind one call so classifiers swap freely.
+
+As in Kayenta's judge, a metric classifier is a stage with one method: here one segment's
+`SegmentCase` in, one `Evidence` out. `Classifiers` holds one per rollback metric, today's
+by default (`CLASSIFIERS`); `dataclasses.replace(CLASSIFIERS, errors=rule)` judges that
+metric another way without touching the judge, which is how bench/decision_quality.py
+measures prototypes and how a reworked statistic can be tried beside the current one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from shadowlens.judge.classify import (
+    Alphas,
+    QualityReference,
+    classify_cost,
+    classify_errors,
+    classify_latency,
+    classify_quality,
+    classify_refusals,
+)
+from shadowlens.judge.evidence_state import SegmentEvidence
+from shadowlens.judge.policy import Policy
+from shadowlens.judge.verdicts import Evidence
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentCase:
+    """Everything a classifier may read about one segment in one stage."""
+
+    evidence: SegmentEvidence
+    segment: str
+    policy: Policy
+    alpha: Alphas
+    reference: QualityReference  # what candidate quality is compared with
+    overall: SegmentEvidence | None  # the all-segments evidence; None when judging it
+
+
+class MetricClassifier(Protocol):
+    """The one method a per-metric classifier has: a case in, that metric's evidence out."""
+
+    def __call__(self, case: SegmentCase) -> Evidence: ...
+
+
+# Today's classifiers keep their explicit signatures (tests call them directly); these
+# give them the common one.
+
+
+def _latency(case: SegmentCase) -> Evidence:
+    return classify_latency(case.evidence, case.segment, case.policy, case.alpha, case.overall)
+
+
+def _errors(case: SegmentCase) -> Evidence:
+    return classify_errors(case.evidence, case.segment, case.policy, case.alpha)
+
+
+def _quality(case: SegmentCase) -> Evidence:
+    return classify_quality(case.evidence, case.segment, case.reference, case.policy, case.alpha)
+
+
+def _cost(case: SegmentCase) -> Evidence:
+    return classify_cost(case.evidence, case.segment, case.policy, case.alpha)
+
+
+def _refusals(case: SegmentCase) -> Evidence:
+    return classify_refusals(case.evidence, case.segment, case.policy, case.alpha)
+
+
+@dataclass(frozen=True, slots=True)
+class Classifiers:
+    """One classifier per rollback metric; the defaults are the judge's own."""
+
+    latency: MetricClassifier = _latency
+    errors: MetricClassifier = _errors
+    quality: MetricClassifier = _quality
+    cost: MetricClassifier = _cost
+    refusals: MetricClassifier = _refusals
+
+    def classify(self, case: SegmentCase) -> list[Evidence]:
+        """Every rollback metric's evidence for the case, in `decide.ROLLBACK_METRICS` order."""
+        return [
+            self.latency(case),
+            self.errors(case),
+            self.quality(case),
+            self.cost(case),
+            self.refusals(case),
+        ]
+
+
+CLASSIFIERS = Classifiers()
