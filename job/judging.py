@@ -1,7 +1,8 @@
 """Judging: closed windows, grouped per experiment and end time, become decisions.
 
 One object holds the experiments' judge state (any mutable mapping: a dict in the replay,
-a changelogged task table in the worker) and hands windows and decisions to a sink.
+a changelogged task table in the worker) and hands windows and decisions to a sink. It
+judges with the judge's own classifiers unless given others (benchmark prototypes).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import MutableMapping
 from itertools import groupby
 
 from shadowlens.job.sinks import Sink
+from shadowlens.judge.classifiers import CLASSIFIERS, Classifiers
 from shadowlens.judge.decide import ExperimentState, decide
 from shadowlens.judge.policy import Policy
 from shadowlens.judge.ramp import RampState
@@ -24,9 +26,11 @@ class Judging:
         policy: Policy,
         sink: Sink,
         experiments: MutableMapping[str, ExperimentState] | None = None,
+        classifiers: Classifiers = CLASSIFIERS,
     ) -> None:
         self.policy = policy
         self.sink = sink
+        self.classifiers = classifiers
         self.experiments: MutableMapping[str, ExperimentState] = (
             {} if experiments is None else experiments
         )
@@ -45,7 +49,7 @@ class Judging:
                 ramp=RampState(stage_started_ms=windows[0].key.start_ms)
             )
             decision, self.experiments[experiment] = decide(
-                experiment, windows, state, self.policy, end_ms
+                experiment, windows, state, self.policy, end_ms, self.classifiers
             )
             decisions.append(decision)
         self.sink.decisions(decisions)

@@ -15,6 +15,7 @@ from shadowlens.comparators.pairs import PairScore
 from shadowlens.job.judging import Judging
 from shadowlens.job.scoring import Scorer, pairing_config
 from shadowlens.job.sinks import Sink
+from shadowlens.judge.classifiers import CLASSIFIERS, Classifiers
 from shadowlens.judge.decide import ExperimentState
 from shadowlens.judge.policy import Policy
 from shadowlens.pipeline.pairing import Matched, Pairer
@@ -34,6 +35,7 @@ class Pipeline:
         enrich: Enricher | None = None,
         batch_size: int = 256,
         max_event_bytes: int | None = None,
+        classifiers: Classifiers = CLASSIFIERS,
     ) -> None:
         self.policy = policy
         self.sink = sink
@@ -44,7 +46,7 @@ class Pipeline:
         self.windows = TumblingWindows(policy.windows.size_ms, policy.windows.grace_ms)
         self.counts: Counter[str] = Counter()
         self.scorer = Scorer(policy, self.counts)
-        self.judging = Judging(policy, sink)
+        self.judging = Judging(policy, sink, classifiers=classifiers)
         self._scored: list[PairScore] = []
         self._swept_ms = 0
 
