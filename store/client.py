@@ -127,15 +127,24 @@ class Store:
     Open with `Store.open`; chdb: one process per data directory (see the module doc).
     """
 
-    def __init__(self, client: Client, database: str, dsn: str) -> None:
+    def __init__(self, client: Client, database: str, dsn: str, *, readonly: bool = False) -> None:
         self.client = client
         self.database = database
         self.dsn = dsn
+        self.readonly = readonly
         self._types: dict[tuple[str, tuple[str, ...]], Sequence[ClickHouseType]] = {}
 
     @classmethod
-    def open(cls, dsn: str = DEFAULT_DSN, database: str = DEFAULT_DATABASE) -> Store:
-        """Connect, and create `database` if it is missing (embedded chdb and servers alike)."""
+    def open(
+        cls, dsn: str = DEFAULT_DSN, database: str = DEFAULT_DATABASE, *, readonly: bool = False
+    ) -> Store:
+        """Connect, and create `database` if it is missing (embedded chdb and servers alike).
+
+        `readonly` is for analysts (``db query``, the report): the database must exist, and
+        every query runs with the engine's ``readonly=1`` setting, so no SQL it is given --
+        DROP, INSERT, ALTER, SYSTEM, a write hidden after a ``;``, a ``SETTINGS readonly=0``
+        -- can change anything; writing methods refuse. On a server, give it a read-only
+        user as well (deploy/clickhouse/users.d)."""
         if not _IDENTIFIER.fullmatch(database):
             raise ValueError(
                 f"database name {database!r} must match {_IDENTIFIER.pattern} "
@@ -144,14 +153,17 @@ class Store:
         resolved = resolve_dsn(dsn)
         client = _connect(resolved)
         try:
-            client.command(
-                "CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database}
-            )
+            if readonly:
+                _require_database(client, database)
+            else:
+                client.command(
+                    "CREATE DATABASE IF NOT EXISTS {db:Identifier}", parameters={"db": database}
+                )
             client.database = database
         except BaseException:
             client.close()
             raise
-        return cls(client, database, resolved)
+        return cls(client, database, resolved, readonly=readonly)
 
     # -- lifecycle
 
@@ -175,6 +187,7 @@ class Store:
 
     def migrate(self) -> list[str]:
         """Apply the pending migrations in order; the names applied (none the second time)."""
+        self._writable("migrate")
         self.client.command(_MIGRATIONS_DDL)
         applied = {
             int(version): checksum
@@ -232,6 +245,7 @@ class Store:
         return self._insert("dead_letters", dead_letter_columns(letters), len(letters))
 
     def _insert(self, table: str, columns: Mapping[str, list[Any]], n: int) -> int:
+        self._writable(f"write {table}")
         if not n:
             return 0
         names = tuple(columns)
@@ -245,6 +259,10 @@ class Store:
         context.data = list(columns.values())
         self.client.insert(context=context)
         return n
+
+    def _writable(self, what: str) -> None:
+        if self.readonly:
+            raise StoreError(f"cannot {what}: this store was opened read-only")
 
     # -- reads
 
@@ -266,16 +284,49 @@ class Store:
                 "parameters given but the SQL has no {name:Type} placeholders; "
                 "values are bound server side, never formatted into the SQL"
             )
+        if self.readonly:
+            _require_read_statement(sql)
+        merged = {**(settings or {}), **({"readonly": 1} if self.readonly else {})}
         return self.client.query(
             sql,
             parameters=dict(parameters) if parameters else None,
             column_formats=dict(column_formats) if column_formats else None,
-            settings=dict(settings) if settings else None,
+            settings=merged or None,
         )
 
     def rows(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Iterator[dict]:
         """The rows of a query as dicts (column name -> value)."""
         yield from self.query(sql, parameters).named_results()
+
+
+_READ_STATEMENTS = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "EXISTS"})
+_LEADING_COMMENTS = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.DOTALL)
+
+
+def _require_read_statement(sql: str) -> None:
+    """Defence in depth for read-only stores: the engine's ``readonly=1`` refuses writes
+    but lets some SYSTEM statements through (``SYSTEM STOP MERGES``), so a read-only store
+    runs only statements that start with a reading keyword."""
+    body = sql[_LEADING_COMMENTS.match(sql).end() :]
+    keyword = re.match(r"[A-Za-z]+", body)
+    if keyword is None or keyword.group(0).upper() not in _READ_STATEMENTS:
+        raise StoreError(
+            "read-only: only SELECT, WITH, SHOW, DESCRIBE, EXPLAIN or EXISTS statements run "
+            f"here, not {body[:40]!r}"
+        )
+
+
+def _require_database(client: Client, database: str) -> None:
+    found = client.query(
+        "SELECT count() FROM system.databases WHERE name = {db:String}",
+        parameters={"db": database},
+        settings={"readonly": 1},
+    ).result_rows[0][0]
+    if not found:
+        raise StoreError(
+            f"database {database!r} does not exist yet: run `shadowlens db migrate` (or a "
+            "replay or the worker) first"
+        )
 
 
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*:[^}]+\}")
