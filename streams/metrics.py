@@ -31,7 +31,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from types import SimpleNamespace
+from typing import Any, Generic, Protocol, TypeVar, cast, overload
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -51,39 +52,39 @@ LATENCY_RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.
 # LLM calls take 0.1 s to minutes.
 LATENCY_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120)
 
+# The label sets the table repeats.
+BY_COMPARISON = ("experiment", "segment", "comparison")
+BY_ARM = ("experiment", "segment", "arm")
+BY_EXPERIMENT = ("experiment",)
+BY_ACTION = ("experiment", "action")
 
-@dataclass(frozen=True, slots=True)
-class MetricNames:
-    """Every exposed family, so examples and dashboards can be checked against it."""
-
-    pairs: str = "shadowlens_pairs_total"
-    orphans: str = "shadowlens_orphans_total"
-    split: str = "shadowlens_split_requests_total"
-    failures: str = "shadowlens_arm_failures_total"
-    dead_letters: str = "shadowlens_dead_letters_total"
-    windows: str = "shadowlens_windows_closed_total"
-    refusals: str = "shadowlens_refusals_total"
-    truncations: str = "shadowlens_truncations_total"
-    sampled: str = "shadowlens_semantic_sampled_ratio"
-    divergence: str = "shadowlens_pair_divergence_ratio"
-    latency_ratio: str = "shadowlens_pair_latency_ratio"
-    latency: str = "shadowlens_request_latency_seconds"
-    decisions: str = "shadowlens_decisions_total"
-    last_decision: str = "shadowlens_last_decision"
-    last_decision_time: str = "shadowlens_last_decision_timestamp_seconds"
-    epoch: str = "shadowlens_decision_epoch"
-    stage: str = "shadowlens_ramp_stage_percent"
-    heartbeat_time: str = "shadowlens_last_heartbeat_timestamp_seconds"
-    heartbeat_age: str = "shadowlens_heartbeat_age_seconds"
-    consumer_lag: str = "shadowlens_consumer_lag_records"
-    pairs_shed: str = "shadowlens_pairs_shed_total"
-    store_healthy: str = "shadowlens_store_healthy"
-    store_buffered: str = "shadowlens_store_buffered_rows"
-    store_backpressure: str = "shadowlens_store_backpressure"
-    store_retries: str = "shadowlens_store_retries_total"
+MetricT = TypeVar("MetricT", Counter, Gauge, Histogram)
 
 
-NAMES = MetricNames()
+@dataclass(frozen=True, slots=True, eq=False)
+class Family(Generic[MetricT]):
+    """One row of the metrics table in `Metrics`: a class attribute that names the family and,
+    read on an instance, is the metric that instance built on its own registry (a row is
+    its own key there: identity, not field equality)."""
+
+    kind: type[MetricT]
+    name: str  # as exposed: counters end in `_total`
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+    def build(self, registry: CollectorRegistry) -> MetricT:
+        """The client library appends `_total` to a counter, so it gets the stem."""
+        name = self.name.removesuffix("_total") if self.kind is Counter else self.name
+        extra = {} if self.buckets is None else {"buckets": self.buckets}
+        return self.kind(name, self.help, self.labels, registry=registry, **extra)
+
+    @overload
+    def __get__(self, obj: None, owner: type[Metrics]) -> Family[MetricT]: ...
+    @overload
+    def __get__(self, obj: Metrics, owner: type[Metrics]) -> MetricT: ...
+    def __get__(self, obj: Metrics | None, owner: type[Metrics]) -> Family[MetricT] | MetricT:
+        return self if obj is None else cast(MetricT, obj._built[self])
 
 
 class StoreState(Protocol):
@@ -118,6 +119,157 @@ class _LabelCap:
 class Metrics:
     """The job's metrics on a private `CollectorRegistry` (``self.registry``)."""
 
+    # The table: one row per exposed family, in the order of the exposition.
+    pairs = Family(
+        Counter,
+        "shadowlens_pairs_total",
+        "Requests whose primary and compared arm both arrived and were scored.",
+        BY_COMPARISON,
+    )
+    orphans = Family(
+        Counter,
+        "shadowlens_orphans_total",
+        "Requests whose other half never arrived before the pairing timeout.",
+        ("experiment", "segment", "missing_arm"),
+    )
+    split = Family(
+        Counter,
+        "shadowlens_split_requests_total",
+        "Split-mode requests served by one arm only (nothing to pair).",
+        BY_ARM,
+    )
+    failures = Family(
+        Counter,
+        "shadowlens_arm_failures_total",
+        "Paired or orphaned requests an arm failed (error, timeout or missing half); "
+        "divide by pairs + orphans for the error rate the judge uses.",
+        BY_ARM,
+    )
+    dead_letters = Family(
+        Counter,
+        "shadowlens_dead_letters_total",
+        "Inputs rejected to the dead-letter topic/table, by reason.",
+        ("reason",),
+    )
+    windows = Family(
+        Counter,
+        "shadowlens_windows_closed_total",
+        "Event-time windows closed and handed to the judge.",
+        BY_COMPARISON,
+    )
+    refusals = Family(
+        Counter,
+        "shadowlens_refusals_total",
+        "Answers that declined the task (comparators.signals.is_refusal), per arm, of "
+        "pairs where both arms answered; the judge's refusal_rate reads the same.",
+        BY_ARM,
+    )
+    truncations = Family(
+        Counter,
+        "shadowlens_truncations_total",
+        "Answers cut off by the token limit (finish reason length/max_tokens), per arm.",
+        BY_ARM,
+    )
+    sampled = Family(
+        Gauge,
+        "shadowlens_semantic_sampled_ratio",
+        "Share of the last closed window's pairs with a quality that the semantic "
+        "budget measured (1 without sampling).",
+        BY_COMPARISON,
+    )
+    divergence = Family(
+        Histogram,
+        "shadowlens_pair_divergence_ratio",
+        "1 - quality of each scored pair (0 = same answer, 1 = nothing in common).",
+        BY_COMPARISON,
+        DIVERGENCE_BUCKETS,
+    )
+    latency_ratio = Family(
+        Histogram,
+        "shadowlens_pair_latency_ratio",
+        "Compared arm latency / primary latency of each pair where both answered.",
+        BY_COMPARISON,
+        LATENCY_RATIO_BUCKETS,
+    )
+    latency = Family(
+        Histogram,
+        "shadowlens_request_latency_seconds",
+        "End-to-end latency of successful model calls, per arm.",
+        BY_ARM,
+        LATENCY_SECONDS_BUCKETS,
+    )
+    decisions = Family(
+        Counter, "shadowlens_decisions_total", "Judge decisions, by action.", BY_ACTION
+    )
+    last_decision = Family(
+        Gauge,
+        "shadowlens_last_decision",
+        "1 for the action of the experiment's latest decision, 0 for the others.",
+        BY_ACTION,
+    )
+    last_decision_time = Family(
+        Gauge,
+        "shadowlens_last_decision_timestamp_seconds",
+        "Event time of the latest decision (Unix seconds).",
+        BY_EXPERIMENT,
+    )
+    epoch = Family(
+        Gauge, "shadowlens_decision_epoch", "Ramp epoch of the latest decision.", BY_EXPERIMENT
+    )
+    stage = Family(
+        Gauge,
+        "shadowlens_ramp_stage_percent",
+        "Traffic share the ramp currently gives the candidate, in percent.",
+        BY_EXPERIMENT,
+    )
+    heartbeat_time = Family(
+        Gauge,
+        "shadowlens_last_heartbeat_timestamp_seconds",
+        "Wall-clock time of the latest heartbeat published (Unix seconds).",
+        BY_EXPERIMENT,
+    )
+    heartbeat_age = Family(
+        Gauge,
+        "shadowlens_heartbeat_age_seconds",
+        "Seconds since the latest heartbeat, computed at scrape time; routers freeze "
+        "when it exceeds the policy lease.",
+        BY_EXPERIMENT,
+    )
+    consumer_lag = Family(
+        Gauge,
+        "shadowlens_consumer_lag_records",
+        "Records between the worker's committed offset and the partition end.",
+        ("topic", "partition"),
+    )
+    pairs_shed = Family(
+        Counter,
+        "shadowlens_pairs_shed_total",
+        "Open requests closed early as orphans because their experiment had more than "
+        "pairing.max_pending open requests in a pairing task (memory bound).",
+        BY_EXPERIMENT,
+    )
+    store_healthy = Family(
+        Gauge,
+        "shadowlens_store_healthy",
+        "1 while ClickHouse takes the writes, 0 while they fail and are retried.",
+    )
+    store_buffered = Family(
+        Gauge,
+        "shadowlens_store_buffered_rows",
+        "Rows handed to the ClickHouse writer and not written yet; their offsets are "
+        "not committed.",
+    )
+    store_backpressure = Family(
+        Gauge,
+        "shadowlens_store_backpressure",
+        "1 while the judging stage waits because the ClickHouse buffer is full.",
+    )
+    store_retries = Family(
+        Counter,
+        "shadowlens_store_retries_total",
+        "Failed ClickHouse writes retried (with capped exponential backoff).",
+    )
+
     def __init__(
         self,
         registry: CollectorRegistry | None = None,
@@ -132,161 +284,9 @@ class Metrics:
         self._segment = _LabelCap(max_segments)
         self._heartbeats: dict[str, float] = {}
         self._lock = threading.Lock()
-        r = self.registry
-        es = ("experiment", "segment")
-        # Counters: the client library appends `_total`, so pass the stem.
-        self.pairs = Counter(
-            NAMES.pairs.removesuffix("_total"),
-            "Requests whose primary and compared arm both arrived and were scored.",
-            (*es, "comparison"),
-            registry=r,
-        )
-        self.orphans = Counter(
-            NAMES.orphans.removesuffix("_total"),
-            "Requests whose other half never arrived before the pairing timeout.",
-            (*es, "missing_arm"),
-            registry=r,
-        )
-        self.split = Counter(
-            NAMES.split.removesuffix("_total"),
-            "Split-mode requests served by one arm only (nothing to pair).",
-            (*es, "arm"),
-            registry=r,
-        )
-        self.failures = Counter(
-            NAMES.failures.removesuffix("_total"),
-            "Paired or orphaned requests an arm failed (error, timeout or missing half); "
-            "divide by pairs + orphans for the error rate the judge uses.",
-            (*es, "arm"),
-            registry=r,
-        )
-        self.dead_letters = Counter(
-            NAMES.dead_letters.removesuffix("_total"),
-            "Inputs rejected to the dead-letter topic/table, by reason.",
-            ("reason",),
-            registry=r,
-        )
-        self.windows = Counter(
-            NAMES.windows.removesuffix("_total"),
-            "Event-time windows closed and handed to the judge.",
-            (*es, "comparison"),
-            registry=r,
-        )
-        self.refusals = Counter(
-            NAMES.refusals.removesuffix("_total"),
-            "Answers that declined the task (comparators.signals.is_refusal), per arm, of "
-            "pairs where both arms answered; the judge's refusal_rate reads the same.",
-            (*es, "arm"),
-            registry=r,
-        )
-        self.truncations = Counter(
-            NAMES.truncations.removesuffix("_total"),
-            "Answers cut off by the token limit (finish reason length/max_tokens), per arm.",
-            (*es, "arm"),
-            registry=r,
-        )
-        self.sampled = Gauge(
-            NAMES.sampled,
-            "Share of the last closed window's pairs with a quality that the semantic "
-            "budget measured (1 without sampling).",
-            (*es, "comparison"),
-            registry=r,
-        )
-        self.divergence = Histogram(
-            NAMES.divergence,
-            "1 - quality of each scored pair (0 = same answer, 1 = nothing in common).",
-            (*es, "comparison"),
-            buckets=DIVERGENCE_BUCKETS,
-            registry=r,
-        )
-        self.latency_ratio = Histogram(
-            NAMES.latency_ratio,
-            "Compared arm latency / primary latency of each pair where both answered.",
-            (*es, "comparison"),
-            buckets=LATENCY_RATIO_BUCKETS,
-            registry=r,
-        )
-        self.latency = Histogram(
-            NAMES.latency,
-            "End-to-end latency of successful model calls, per arm.",
-            (*es, "arm"),
-            buckets=LATENCY_SECONDS_BUCKETS,
-            registry=r,
-        )
-        self.decisions = Counter(
-            NAMES.decisions.removesuffix("_total"),
-            "Judge decisions, by action.",
-            ("experiment", "action"),
-            registry=r,
-        )
-        self.last_decision = Gauge(
-            NAMES.last_decision,
-            "1 for the action of the experiment's latest decision, 0 for the others.",
-            ("experiment", "action"),
-            registry=r,
-        )
-        self.last_decision_time = Gauge(
-            NAMES.last_decision_time,
-            "Event time of the latest decision (Unix seconds).",
-            ("experiment",),
-            registry=r,
-        )
-        self.epoch = Gauge(
-            NAMES.epoch, "Ramp epoch of the latest decision.", ("experiment",), registry=r
-        )
-        self.stage = Gauge(
-            NAMES.stage,
-            "Traffic share the ramp currently gives the candidate, in percent.",
-            ("experiment",),
-            registry=r,
-        )
-        self.heartbeat_time = Gauge(
-            NAMES.heartbeat_time,
-            "Wall-clock time of the latest heartbeat published (Unix seconds).",
-            ("experiment",),
-            registry=r,
-        )
-        self.heartbeat_age = Gauge(
-            NAMES.heartbeat_age,
-            "Seconds since the latest heartbeat, computed at scrape time; routers freeze "
-            "when it exceeds the policy lease.",
-            ("experiment",),
-            registry=r,
-        )
-        self.consumer_lag = Gauge(
-            NAMES.consumer_lag,
-            "Records between the worker's committed offset and the partition end.",
-            ("topic", "partition"),
-            registry=r,
-        )
-        self.pairs_shed = Counter(
-            NAMES.pairs_shed.removesuffix("_total"),
-            "Open requests closed early as orphans because their experiment had more than "
-            "pairing.max_pending open requests in a pairing task (memory bound).",
-            ("experiment",),
-            registry=r,
-        )
-        self.store_healthy = Gauge(
-            NAMES.store_healthy,
-            "1 while ClickHouse takes the writes, 0 while they fail and are retried.",
-            registry=r,
-        )
-        self.store_buffered = Gauge(
-            NAMES.store_buffered,
-            "Rows handed to the ClickHouse writer and not written yet; their offsets are "
-            "not committed.",
-            registry=r,
-        )
-        self.store_backpressure = Gauge(
-            NAMES.store_backpressure,
-            "1 while the judging stage waits because the ClickHouse buffer is full.",
-            registry=r,
-        )
-        self.store_retries = Counter(
-            NAMES.store_retries.removesuffix("_total"),
-            "Failed ClickHouse writes retried (with capped exponential backoff).",
-            registry=r,
-        )
+        self._built: dict[Family[Any], Counter | Gauge | Histogram] = {
+            family: family.build(self.registry) for family in FAMILIES.values()
+        }
 
     # -- labels
 
@@ -401,6 +401,14 @@ class Metrics:
         ``server.shutdown(); server.server_close()``.
         """
         return _start_http_server(port, addr=addr, registry=self.registry)
+
+
+FAMILIES: dict[str, Family[Any]] = {
+    attr: family for attr, family in vars(Metrics).items() if isinstance(family, Family)
+}
+# ``NAMES.pairs == "shadowlens_pairs_total"``: every exposed family by attribute, so examples
+# and dashboards can be checked against it.
+NAMES = SimpleNamespace(**{attr: family.name for attr, family in FAMILIES.items()})
 
 
 @dataclass
