@@ -8,6 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
+# the gateway SDK first: its own distribution, which the service depends on (not on PyPI)
+COPY gateway/ gateway/
 # the package and what its build reads (pyproject.toml names README.md as the readme)
 COPY pyproject.toml README.md ./
 COPY schemas/ schemas/
@@ -20,7 +22,7 @@ COPY replay/ replay/
 COPY report/ report/
 COPY cli/ cli/
 COPY streams/ streams/
-RUN pip install . \
+RUN pip install ./gateway . \
     && useradd --system --uid 10001 --home-dir /home/shadowlens --create-home shadowlens
 
 USER shadowlens

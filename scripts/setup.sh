@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing) and installs shadowlens into it, editable, with extras.
-# Re-running is instant unless pyproject.toml or the extras changed.
+# Creates .venv (if missing) and installs shadowlens into it, editable, with extras: first the
+# gateway SDK (gateway/, the distribution shadowlens-gateway the service depends on), then
+# the service. Re-running is instant unless a pyproject.toml or the extras changed.
 #
 #   scripts/setup.sh                       # the service (no extras)
 #   SHADOWLENS_EXTRAS=dev scripts/setup.sh
@@ -10,7 +11,7 @@
 #   PYTHON             interpreter used to create .venv when it is missing (>= 3.11)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"  # physical: a symlinked checkout still installs the real one
 cd "$ROOT"
 
 log() { printf 'setup.sh: %s\n' "$*" >&2; }
@@ -46,19 +47,21 @@ fi
 spec="."
 [[ -n "$EXTRAS" ]] && spec=".[${EXTRAS}]"
 stamp_hash="$({
-    cat pyproject.toml
+    cat pyproject.toml gateway/pyproject.toml
     printf '\nextras=%s\n' "$EXTRAS"
     "$VPY" -c 'import sys; print(sys.version)'
 } | sha256sum | cut -c1-16)"
 STAMP="$VENV/.shadowlens-install-$stamp_hash"
 if [[ ! -f "$STAMP" ]]; then
-    log "installing $spec into .venv (pyproject.toml or extras changed)"
+    log "installing ./gateway and $spec into .venv (a pyproject.toml or the extras changed)"
     pip_log="$(mktemp "${TMPDIR:-/tmp}/shadowlens-pip.XXXXXX")"
+    # One resolve: the local SDK satisfies the service's shadowlens-gateway pin (it is not
+    # on PyPI), and pip installs it before the service that depends on it.
     if ! PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off \
-        "$VPY" -m pip install -q -e "$spec" </dev/null >"$pip_log" 2>&1; then
+        "$VPY" -m pip install -q -e ./gateway -e "$spec" </dev/null >"$pip_log" 2>&1; then
         cat "$pip_log" >&2
         rm -f "$pip_log"
-        die "pip install -e '$spec' failed"
+        die "pip install -e ./gateway -e '$spec' failed"
     fi
     rm -f "$pip_log"
     rm -f "$VENV"/.shadowlens-install-*

@@ -67,14 +67,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from shadowlens.gateway.kafka_env import KafkaSecurity
 from shadowlens.store.dsn import DEFAULT_DATABASE, DEFAULT_DSN, redact_dsn
 
 __all__ = ["Settings", "SettingsError", "redact_dsn", "redact_secrets"]
 
 PREFIX = "SHADOWLENS_"
 GUARANTEES = ("at_least_once", "exactly_once")
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 MASK = "***"
 
 
@@ -171,48 +170,28 @@ class Settings:
 
     def _check_security(self) -> None:
         """Messages name the variables, never their values (some are secrets)."""
-        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
-        if protocol not in SECURITY_PROTOCOLS:
-            raise SettingsError(
-                f"{PREFIX}KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}"
-            )
-        if mechanism not in SASL_MECHANISMS:
-            raise SettingsError(
-                f"{PREFIX}KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}"
-            )
-        sasl = protocol.startswith("SASL_")
-        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password):
-            raise SettingsError(
-                f"{PREFIX}KAFKA_SECURITY_PROTOCOL={protocol} needs "
-                f"{PREFIX}KAFKA_SASL_USERNAME and {PREFIX}KAFKA_SASL_PASSWORD"
-            )
-        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
-            raise SettingsError(
-                f"{PREFIX}KAFKA_SASL_* is set but {PREFIX}KAFKA_SECURITY_PROTOCOL={protocol} "
-                "does not use SASL (SASL_PLAINTEXT or SASL_SSL)"
-            )
-        tls_files = {
-            "KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
-            "KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
-            "KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
-        }
-        for name, path in tls_files.items():
-            if path is not None and not protocol.endswith("SSL"):
-                raise SettingsError(
-                    f"{PREFIX}{name} is set but {PREFIX}KAFKA_SECURITY_PROTOCOL={protocol} "
-                    "does not use TLS (SSL or SASL_SSL)"
-                )
-            if path is not None and not path.is_file():
-                raise SettingsError(f"{PREFIX}{name}: no such file {path}")
-        if (self.kafka_ssl_keyfile is None) != (self.kafka_ssl_certfile is None):
-            raise SettingsError(
-                f"{PREFIX}KAFKA_SSL_CERTFILE and {PREFIX}KAFKA_SSL_KEYFILE go together"
-            )
+        try:
+            self.kafka_security()  # Kafka TLS / SASL: checked where gateways check theirs
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         if (self.clickhouse_user or self.clickhouse_password) and urlsplit(self.dsn).username:
             raise SettingsError(
                 f"ClickHouse credentials both in {PREFIX}DSN and in {PREFIX}CLICKHOUSE_USER/"
                 "PASSWORD: give them once"
             )
+
+    def kafka_security(self) -> KafkaSecurity:
+        """Kafka TLS / SASL in the gateway SDK's form, which every aiokafka client and
+        Faust's credentials are built from (`shadowlens.streams.kafka_security`)."""
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+        )
 
     @property
     def exactly_once(self) -> bool:

@@ -1,17 +1,19 @@
-"""Control messages (schema control.v1): what routing layers read from shadow.control."""
+"""Control messages (schema control.v1): what routing layers read from shadow.control.
+
+The service builds and signs them; the routers' half (the key, `signature`, `verify`)
+is the gateway SDK's `shadowlens.gateway.control`, so both hash one canonical form.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
 from dataclasses import asdict
 from typing import Any
 
 import orjson
+from shadowlens.gateway.control import SCHEMA_VERSION, signature, signing_key
 from shadowlens.judge.verdicts import Action, Decision
 
-SCHEMA_VERSION = 1
+__all__ = ["decision_message", "encode", "heartbeat_message", "sign", "signing_key"]
 
 
 def decision_message(decision: Decision, issued_at_ms: int, lease_ms: int) -> dict[str, Any]:
@@ -55,35 +57,6 @@ def encode(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message)
 
 
-SIGNING_KEY_ENV = "SHADOWLENS_CONTROL_KEY"
-
-
-class InvalidSignature(ValueError):
-    """A control message that is unsigned, tampered with, or signed with another key."""
-
-
-def signing_key(env: dict[str, str] | None = None) -> bytes | None:
-    """The HMAC key from the environment (never from a file in the repo); None if unset."""
-    value = (os.environ if env is None else env).get(SIGNING_KEY_ENV, "")
-    return value.encode() if value else None
-
-
-def _mac(message: dict[str, Any], key: bytes) -> str:
-    body = {k: v for k, v in message.items() if k != "signature"}
-    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
-
-
 def sign(message: dict[str, Any], key: bytes) -> dict[str, Any]:
     """The message with `signature`: hex HMAC-SHA256 of its canonical JSON (sorted keys)."""
-    return {**message, "signature": _mac(message, key)}
-
-
-def verify(message: dict[str, Any], key: bytes) -> dict[str, Any]:
-    """For routers: the message if its signature is valid, else InvalidSignature."""
-    signature = message.get("signature")
-    if not isinstance(signature, str):
-        raise InvalidSignature("unsigned control message")
-    if not hmac.compare_digest(signature, _mac(message, key)):
-        raise InvalidSignature("control message signature does not match")
-    return message
+    return {**message, "signature": signature(message, key)}

@@ -1,4 +1,4 @@
-"""The JSON Schemas and the typed records agree."""
+"""The JSON Schemas (the gateway SDK's) and the typed records agree."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import dataclasses
 import jsonschema
 import orjson
 import pytest
+from shadowlens.gateway import load_json_schema
+from shadowlens.gateway.control import InvalidSignature, signing_key, verify
 from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
-from shadowlens.schemas import load_json_schema
 from shadowlens.schemas.events import Event, InvalidEvent, Output, decode_event
-from shadowlens.streams.control import decision_message, heartbeat_message
+from shadowlens.streams.control import decision_message, heartbeat_message, sign
 
 from tests.builders import event
 
@@ -91,9 +92,13 @@ def test_control_messages_validate() -> None:
     jsonschema.validate(heartbeat_message("exp", 3, 5, 3_000, 30_000), CONTROL_SCHEMA)
 
 
-def test_signed_control_messages_verify_and_tampering_is_rejected() -> None:
-    from shadowlens.streams.control import InvalidSignature, sign, signing_key, verify
+def test_the_judges_actions_are_the_control_schemas() -> None:
+    """Routers (the SDK) read the wire values; the judge must send no other."""
+    assert {str(a) for a in Action} == set(CONTROL_SCHEMA["properties"]["action"]["enum"])
 
+
+def test_signed_control_messages_verify_and_tampering_is_rejected() -> None:
+    """The service signs, the SDK verifies: one canonical form on both sides."""
     key = signing_key({"SHADOWLENS_CONTROL_KEY": "s3cret"})
     assert key == b"s3cret" and signing_key({}) is None
     msg = sign(heartbeat_message("exp", 3, 5, 3_000, 30_000), key)

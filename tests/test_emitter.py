@@ -13,8 +13,8 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
-from shadowlens.schemas.events import InvalidEvent, decode_event
-from shadowlens.streams.emitter import EmitterClosed, ShadowEmitter
+from shadowlens.gateway.emitter import EmitterClosed, ShadowEmitter
+from shadowlens.gateway.events import InvalidEvent, decode_event
 
 from tests.builders import event
 

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from shadowlens.schemas.events import Arm, decode_event
-from shadowlens.streams.emitter import ShadowEmitter
+from shadowlens.gateway.emitter import ShadowEmitter
+from shadowlens.gateway.events import Arm, decode_event
 from shadowlens.streams.wire import pairing_partition
 
 from tests.builders import event

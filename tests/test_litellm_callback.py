@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
-from shadowlens.schemas.events import Arm, Event, Status, Task, decode_event
-from shadowlens.streams.emitter import ShadowEmitter
+from shadowlens.gateway.emitter import ShadowEmitter
+from shadowlens.gateway.events import Arm, Event, Status, Task, decode_event
 
 from tests.test_emitter_kafka import drain
 
@@ -21,7 +21,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no price-map do
 try:
     import litellm
     import openai
-    from shadowlens.streams.integrations import litellm_callback as lc
+    from shadowlens.gateway import litellm_callback as lc
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     litellm = None
     MISSING = f"{exc}: install the extra with `.venv/bin/pip install -e '.[dev,litellm]'`"

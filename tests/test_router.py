@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from importlib import resources
-
 import jsonschema
 import numpy as np
 import pytest
 from shadowlens.comparators.aggregate import Aggregate
 from shadowlens.comparators.pairs import score_pair
+from shadowlens.gateway import load_json_schema
+from shadowlens.gateway.router import Outcome, RouterState
 from shadowlens.judge.decide import ExperimentState, decide
 from shadowlens.judge.policy import Policy, RampPolicy
 from shadowlens.judge.ramp import RampState, transition
@@ -17,13 +16,12 @@ from shadowlens.judge.verdicts import Action, Decision
 from shadowlens.pipeline.windows import ClosedWindow, WindowKey
 from shadowlens.schemas.events import Status
 from shadowlens.streams.control import decision_message, heartbeat_message
-from shadowlens.streams.router import Outcome, RouterState
 
 from tests.builders import event
 
 POLICY = Policy()
 LEASE = POLICY.ramp.lease_ms
-SCHEMA = json.loads(resources.files("shadowlens.schemas").joinpath("control.v1.json").read_text())
+SCHEMA = load_json_schema("control.v1.json")
 
 
 def window(

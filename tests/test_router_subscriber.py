@@ -1,4 +1,4 @@
-"""The example router subscriber (examples/router_subscriber.py) on signed control messages.
+"""The SDK's router subscriber (shadowlens.gateway.subscriber) on signed control messages.
 
 Messages are built the way the judge publishes them: `decision_message` of real
 `Decision`s and `heartbeat_message`, checked against control.v1.json, signed with `sign`.
@@ -7,15 +7,12 @@ Messages are built the way the judge publishes them: `decision_message` of real
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,23 +20,19 @@ import jsonschema
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from shadowlens.gateway import load_json_schema
+from shadowlens.gateway import subscriber as rs
+from shadowlens.gateway.control import SIGNING_KEY_ENV
 from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
-from shadowlens.streams.control import SIGNING_KEY_ENV, decision_message, heartbeat_message, sign
+from shadowlens.streams.control import decision_message, heartbeat_message, sign
 
 if TYPE_CHECKING:
     from tests.kafka_fixtures import TopicFactory
 
 T = TypeVar("T")
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "examples" / "router_subscriber.py"
-SCHEMA = json.loads(resources.files("shadowlens.schemas").joinpath("control.v1.json").read_text())
+SCHEMA = load_json_schema("control.v1.json")
 KEY = b"test-control-key"
 EXP = "gpt4-to-llama3-70b"
-
-_spec = importlib.util.spec_from_file_location("router_subscriber", SCRIPT)
-assert _spec is not None and _spec.loader is not None
-rs = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rs)
 
 
 def now_ms() -> int:
@@ -201,7 +194,7 @@ def test_applies_good_messages_rejects_the_rest_and_freezes_without_heartbeats(
 
 
 @pytest.mark.kafka
-def test_the_script_runs_rejects_unsigned_and_stops_cleanly(
+def test_the_command_runs_rejects_unsigned_and_stops_cleanly(
     kafka_bootstrap: str, topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
     topic = topic_factory(partitions=1)
@@ -212,7 +205,8 @@ def test_the_script_runs_rejects_unsigned_and_stops_cleanly(
     run(lambda: publish(kafka_bootstrap, topic, [unsigned, signed]))
 
     env = {**os.environ, SIGNING_KEY_ENV: KEY.decode(), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, str(SCRIPT), "--bootstrap", kafka_bootstrap, "--experiment", EXP]
+    cmd = [sys.executable, "-m", "shadowlens.gateway.subscriber"]
+    cmd += ["--bootstrap", kafka_bootstrap, "--experiment", EXP]
     cmd += ["--topic", topic, "--out", str(out), "--tick-ms", "100"]
     proc = subprocess.Popen(
         cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

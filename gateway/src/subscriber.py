@@ -1,20 +1,20 @@
-"""Example router: follow shadow.control and show the traffic weights a router would apply.
+"""Router subscriber: follow shadow.control and keep the traffic weights a router applies.
 
-    SHADOWLENS_CONTROL_KEY=... .venv/bin/python examples/router_subscriber.py \\
+    SHADOWLENS_CONTROL_KEY=... python -m shadowlens.gateway.subscriber \\
         --bootstrap 127.0.0.1:9092 --experiment gpt4-to-llama3-70b --out weights.json
 
-Prints one JSON line per change of weights on stdout, e.g.
-``{"experiment": "...", "epoch": 3, "primary": 95.0, "candidate": 5.0, "frozen": false,
-"lease_expires_at_ms": ..., "at_ms": ...}``, and with ``--out`` keeps the latest line in
-that file (replaced atomically: a gateway or a sidecar can poll it). Kafka TLS/SASL comes from
-the worker's SHADOWLENS_KAFKA_* settings. What each message did
-(applied, renewed, stale, rejected ...) is logged on stderr.
+or ``shadowlens-router ...`` (the same `main`). Prints one JSON line per change of weights
+on stdout, e.g. ``{"experiment": "...", "epoch": 3, "primary": 95.0, "candidate": 5.0,
+"frozen": false, "lease_expires_at_ms": ..., "at_ms": ...}``, and with ``--out`` keeps the
+latest line in that file (replaced atomically: a gateway or a sidecar can poll it). Kafka
+TLS/SASL comes from the worker's SHADOWLENS_KAFKA_* variables (`shadowlens.gateway.kafka_env`).
+What each message did (applied, renewed, stale, rejected ...) is logged on stderr.
 
-How it follows the contract (`shadowlens.streams.router` has the rules):
+How it follows the contract (`shadowlens.gateway.router` has the rules):
 
 - **signatures**: with ``SHADOWLENS_CONTROL_KEY`` set, every message must carry a valid
-  HMAC (`shadowlens.streams.control.verify`); unsigned or tampered ones are rejected before the
-  router state sees them. Without the key nothing is verified (a warning says so);
+  HMAC (`shadowlens.gateway.control.verify`); unsigned or tampered ones are rejected before
+  the router state sees them. Without the key nothing is verified (a warning says so);
 - **no consumer group**: every router replica must see every message, so each one reads
   all partitions itself; by default from the beginning of the topic, so a restarted
   router finds the latest epoch (old messages whose lease is over are not acted on);
@@ -22,7 +22,7 @@ How it follows the contract (`shadowlens.streams.router` has the rules):
   runs out: without a heartbeat the weights freeze (kept, never changed) until the judge
   is heard again.
 
-`RouterSubscriber` is the part to copy into a real router: bytes in, weights out, the
+`RouterSubscriber` is the part to embed in a real router: bytes in, weights out, the
 clock an argument.
 """
 
@@ -43,12 +43,11 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from shadowlens.streams.config import Settings
-from shadowlens.streams.control import SIGNING_KEY_ENV, InvalidSignature, signing_key, verify
-from shadowlens.streams.kafka_security import aiokafka_options
-from shadowlens.streams.router import Outcome, RouterState
+from shadowlens.gateway.control import SIGNING_KEY_ENV, InvalidSignature, signing_key, verify
+from shadowlens.gateway.kafka_env import BOOTSTRAP_ENV, KafkaSecurity
+from shadowlens.gateway.router import Outcome, RouterState
 
-log = logging.getLogger("router_subscriber")
+log = logging.getLogger(__name__)
 
 # Why a message never reached the router state (besides the state's own `Outcome`s).
 UNSIGNED, BAD_SIGNATURE, INVALID_JSON = "unsigned", "bad_signature", "invalid_json"
@@ -151,7 +150,7 @@ async def follow(
 ) -> None:
     """Read `topic` until `stop` is set, applying every record and ticking the lease.
 
-    `security`: aiokafka's TLS/SASL keyword arguments (`shadowlens.streams.kafka_security`)."""
+    `security`: aiokafka's TLS/SASL keyword arguments (`KafkaSecurity.aiokafka_options`)."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -196,7 +195,7 @@ _ACTED = {Outcome.APPLIED, Outcome.RENEWED, Outcome.DUPLICATE}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap", default=os.environ.get("SHADOWLENS_KAFKA_BOOTSTRAP"))
+    parser.add_argument("--bootstrap", default=os.environ.get(BOOTSTRAP_ENV))
     parser.add_argument("--experiment", required=True)
     parser.add_argument("--topic", default="shadow.control")
     parser.add_argument("--out", type=Path, help="keep the latest weights in this JSON file")
@@ -206,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if not args.bootstrap:
-        parser.error("--bootstrap (or SHADOWLENS_KAFKA_BOOTSTRAP) is required")
+        parser.error(f"--bootstrap (or {BOOTSTRAP_ENV}) is required")
+    try:
+        security = KafkaSecurity.from_env().aiokafka_options()  # SHADOWLENS_KAFKA_* TLS/SASL
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         await follow(
             args.bootstrap, args.topic, subscriber, writer, stop,
             tick_ms=args.tick_ms, from_beginning=not args.from_end,
-            security=aiokafka_options(Settings.from_env()),  # SHADOWLENS_KAFKA_* TLS/SASL
+            security=security,
         )  # fmt: skip
 
     asyncio.run(run())

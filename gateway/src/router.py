@@ -17,8 +17,9 @@ keeps one `RouterState` per experiment. The rules, all in `RouterState.apply` / 
   rollback: less candidate traffic is always safe to apply.
 
 Trust seam: `apply` takes a message that is already authenticated. Signature checking
-(HMAC over the message without its `signature` field) belongs in front of it and never
-inside: this module only sees verified dicts. Pure: the clock is an argument.
+(`shadowlens.gateway.control.verify`) belongs in front of it and never inside: this module
+only sees verified dicts. Pure: the clock is an argument. It reads the wire values
+(``"hold"``, ``"rollback"``), not the judge's types, so a router needs only this SDK.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from shadowlens.judge.verdicts import Action
+from shadowlens.gateway import load_json_schema
+from shadowlens.gateway.control import SCHEMA_VERSION
 
-SCHEMA_VERSION = 1
+_ACTIONS = frozenset(load_json_schema("control.v1.json")["properties"]["action"]["enum"])
 _REQUIRED = ("type", "experiment", "epoch", "action", "traffic_percent", "lease_expires_at_ms")
 
 
@@ -74,9 +76,9 @@ class RouterState:
             renewed = replace(
                 self, lease_expires_at_ms=max(self.lease_expires_at_ms, lease), frozen=False
             )
-            hold = message["type"] == "heartbeat" or message["action"] == Action.HOLD
+            hold = message["type"] == "heartbeat" or message["action"] == "hold"
             return renewed, Outcome.RENEWED if hold else Outcome.DUPLICATE
-        rollback = message["action"] == Action.ROLLBACK
+        rollback = message["action"] == "rollback"
         if lease <= now_ms and not rollback:
             return self, Outcome.EXPIRED
         applied = RouterState(
@@ -103,7 +105,7 @@ def _readable(message: Mapping[str, Any]) -> bool:
         return False
     if message["type"] not in ("decision", "heartbeat"):
         return False
-    if message["action"] not in {a.value for a in Action}:
+    if message["action"] not in _ACTIONS:
         return False
     epoch, lease = message["epoch"], message["lease_expires_at_ms"]
     percent = message["traffic_percent"]

@@ -26,8 +26,8 @@ What it guarantees:
   acknowledged or failed, and `close()` delivers everything still queued first.
 
 Secured brokers: `ShadowEmitter.from_env` reads the broker, the events topic and the
-TLS / SASL settings from ``SHADOWLENS_KAFKA_*`` (see `shadowlens.streams.config`); credentials are
-never passed on a command line or logged.
+TLS / SASL settings from the worker's ``SHADOWLENS_*`` variables (see
+`shadowlens.gateway.kafka_env`); credentials are never passed on a command line or logged.
 
 Thread safety: use the emitter from the event loop it was started on; a callback running
 in another thread (e.g. a synchronous logging hook) uses `emit_threadsafe`.
@@ -43,7 +43,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from shadowlens.schemas.events import Event, decode_event
+from shadowlens.gateway.events import Event, decode_event
+from shadowlens.gateway.kafka_env import KafkaSecurity, bootstrap_from_env, env_value
 
 log = logging.getLogger(__name__)
 
@@ -135,18 +136,14 @@ class ShadowEmitter:
         self._failed = self._dropped = self._invalid = self._waited = 0
 
     @classmethod
-    def from_env(cls, **kwargs: Any) -> ShadowEmitter:
-        """An emitter for the broker, topic and TLS / SASL of the ``SHADOWLENS_*``
-        environment; `kwargs` as for the constructor (their `producer_config` wins)."""
-        from shadowlens.streams.config import (
-            Settings,  # the emitter alone needs neither Faust nor these
-        )
-        from shadowlens.streams.kafka_security import aiokafka_options
-
-        settings = Settings.from_env()
-        config = {**aiokafka_options(settings), **kwargs.pop("producer_config", {})}
-        kwargs.setdefault("topic", settings.topic_events)
-        return cls(settings.kafka_bootstrap, producer_config=config, **kwargs)
+    def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> ShadowEmitter:
+        """An emitter for the broker, events topic and TLS / SASL of the ``SHADOWLENS_*``
+        environment (`env`, default `os.environ`), the worker's own variables; `kwargs` as
+        for the constructor (their `producer_config` wins)."""
+        security = KafkaSecurity.from_env(env).aiokafka_options()
+        config = {**security, **kwargs.pop("producer_config", {})}
+        kwargs.setdefault("topic", env_value("TOPIC_EVENTS", DEFAULT_TOPIC, env))
+        return cls(bootstrap_from_env(env), producer_config=config, **kwargs)
 
     # ------------------------------------------------------------------ lifecycle
 

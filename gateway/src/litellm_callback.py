@@ -20,8 +20,8 @@ Calls made elsewhere (a LiteLLM ``Router``, a synchronous ``litellm.completion``
 emitted too when they carry `shadow_metadata(...)` and the callback is `install`ed.
 Calls without it are ignored, so the callback can stay registered next to others.
 
-LiteLLM is an optional dependency (``pip install shadowlens[litellm]``); nothing else in
-shadowlens imports this module. LiteLLM fetches its model price map from the internet on
+LiteLLM is an optional dependency (``pip install 'shadowlens-gateway[litellm]'``); nothing
+else in shadowlens imports this module. LiteLLM fetches its model price map from the internet on
 import unless ``LITELLM_LOCAL_MODEL_COST_MAP=True``: set it on machines without egress.
 """
 
@@ -39,8 +39,8 @@ from typing import Any
 import litellm
 import orjson
 from litellm.integrations.custom_logger import CustomLogger
-from shadowlens.schemas.events import Arm, Event, Output, Status, Task
-from shadowlens.streams.emitter import EventSink
+from shadowlens.gateway.emitter import EventSink
+from shadowlens.gateway.events import Arm, Event, Output, Status, Task
 
 log = logging.getLogger(__name__)
 
