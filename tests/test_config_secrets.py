@@ -1,6 +1,7 @@
 """Kafka TLS/SASL and ClickHouse credentials: only from the environment, never shown.
 
-Pure checks of `Settings`, `redact_secrets`, `redact_dsn` and `shadowlens.streams.kafka_security`,
+Pure checks of `Settings`, `redact_secrets`, `redact_dsn` and `shadowlens.streams.kafka_security`
+(which builds on the gateway SDK's `KafkaSecurity`),
 then real workers on the test broker with a recognisable password in their environment:
 the password must appear nowhere in what they print, whether they run (PLAINTEXT) or fail
 to authenticate (SASL against a PLAINTEXT listener).
@@ -14,11 +15,13 @@ import traceback
 import urllib.request
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import certifi
 import pytest
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+from shadowlens.gateway.kafka_env import KafkaSecurity
 from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
 from shadowlens.store.client import Store
 from shadowlens.store.dsn import redact_dsn
@@ -179,6 +182,27 @@ def test_sasl_ssl_and_ssl_carry_a_tls_context_from_the_ca_file() -> None:
     assert options["security_protocol"] == "SSL" and "sasl_plain_password" not in options
     assert aiokafka_options(Settings()) == {"security_protocol": "PLAINTEXT"}
     assert faust_credentials(Settings()) is None
+
+
+def comparable(options: dict[str, Any]) -> dict[str, Any]:
+    """aiokafka options with the TLS context (a new object per call) as its verify mode."""
+    context = options.get("ssl_context")
+    return {**options, "ssl_context": context and context.verify_mode}
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
+def test_the_worker_its_clients_and_gateways_connect_alike(protocol: str) -> None:
+    """Faust's own mapping of the worker's credentials, the service's aiokafka options and
+    a gateway's (the SDK reading the same environment) are one and the same."""
+    env = {"SHADOWLENS_KAFKA_SECURITY_PROTOCOL": protocol}
+    if protocol.startswith("SASL_"):
+        env = {**SASL, **env}
+    if protocol.endswith("SSL"):
+        env["SHADOWLENS_KAFKA_SSL_CAFILE"] = certifi.where()
+    settings = Settings.from_env(env)
+    service = comparable(aiokafka_options(settings))
+    assert comparable(dict(credentials_to_aiokafka_auth(faust_credentials(settings)))) == service
+    assert comparable(KafkaSecurity.from_env(env).aiokafka_options()) == service
 
 
 # ---------------------------------------------------------------------------- real workers
