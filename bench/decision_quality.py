@@ -7,7 +7,7 @@
 Traffic is a replay of real data, drawn afresh for every seeded run: Azure LLM trace
 arrivals and token counts (cyclic, from a random row), AlpacaEval instructions (random per
 request) with their real outputs, and latency from the llmperf-calibrated model of
-`shadowlens.replay.traffic`. What the full pipeline would spend on decoding and text comparison is
+`shadowlens.replay.latency`. What the full pipeline would spend on decoding and text comparison is
 done once: the lexical similarity of the primary's output to each other output of the same
 instruction (`shadowlens.comparators.text.lexical_similarity`). Each run then draws arrival offset,
 instructions, output-length and latency noise, errors and substitutions with its seed,
@@ -73,14 +73,8 @@ from shadowlens.judge.stats_paired_rates import mcnemar_sequential
 from shadowlens.judge.stats_quantiles import quantile_ratio_ci
 from shadowlens.judge.stats_rank_tests import mann_whitney
 from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
-from shadowlens.replay.traffic import (
-    LATENCY_MODELS,
-    PRIMARY_MODEL,
-    REPLICA_OUTPUT_MODEL,
-    Sample,
-    load_full,
-    load_sample,
-)
+from shadowlens.replay.datasets import Sample, load_full, load_sample
+from shadowlens.replay.models import MODELS, PRIMARY_MODEL, REPLICA_OUTPUT_MODEL
 
 SIBLING = REPLICA_OUTPUT_MODEL  # gpt4_0613_concise: the primary's equal-quality sibling
 EXPERIMENT = "bench"
@@ -245,7 +239,7 @@ class Run:
 
 
 def _fail_latency(rng: np.random.Generator, n: int) -> np.ndarray:
-    return 50.0 + 350.0 * rng.random(n)  # fail fast: 503/429, as shadowlens.replay.traffic does
+    return 50.0 + 350.0 * rng.random(n)  # fail fast: 503/429, as shadowlens.replay.faults does
 
 
 def draw_run(corpus: Corpus, sc: Scenario, cfg: Config, policy: Policy, seed: int) -> Run:
@@ -264,7 +258,7 @@ def draw_run(corpus: Corpus, sc: Scenario, cfg: Config, policy: Policy, seed: in
     row, start = row[keep], start[keep]
     n = len(start)
     ins = rng.integers(len(corpus.segment_of), size=n)
-    model = LATENCY_MODELS[PRIMARY_MODEL]  # both arms: same deployment, same model
+    model = MODELS[PRIMARY_MODEL].latency  # both arms: same deployment, same model
 
     def call_latency() -> np.ndarray:
         out = np.maximum(

@@ -46,7 +46,9 @@ from shadowlens.comparators.semantic import CachedEncoder, Encoder, make_encoder
 from shadowlens.job.pipeline import Pipeline  # noqa: E402
 from shadowlens.job.sinks import MemorySink  # noqa: E402
 from shadowlens.judge.policy import load_policy  # noqa: E402
-from shadowlens.replay.traffic import Faults, build_events, load_full, load_sample, wire_payloads  # noqa: E402
+from shadowlens.replay.datasets import load_full, load_sample  # noqa: E402
+from shadowlens.replay.faults import Faults, wire_payloads  # noqa: E402
+from shadowlens.replay.traffic import build_events  # noqa: E402
 from shadowlens.streams.semantic_stage import CACHE_ENTRIES  # noqa: E402
 
 PRIMARY, CANDIDATE = "gpt4_0613", "Meta-Llama-3-70B-Instruct"

@@ -43,7 +43,9 @@ from shadowlens.job.pipeline import Pipeline
 from shadowlens.judge.policy import Policy, load_policy
 from shadowlens.judge.verdicts import Decision
 from shadowlens.pipeline.windows import ClosedWindow
-from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
+from shadowlens.replay.datasets import load_sample
+from shadowlens.replay.faults import Faults, apply_faults
+from shadowlens.replay.traffic import build_events
 from shadowlens.schemas.events import DeadLetter
 
 TEMPLATE_REQUESTS = 2_000

@@ -71,8 +71,9 @@ from shadowlens.job.sinks import MemorySink  # noqa: E402
 from shadowlens.judge.policy import load_policy  # noqa: E402
 from shadowlens.pipeline.pairing import Pairer  # noqa: E402
 from shadowlens.pipeline.windows import TumblingWindows  # noqa: E402
+from shadowlens.replay.datasets import load_sample  # noqa: E402
 from shadowlens.replay.publish import publish  # noqa: E402
-from shadowlens.replay.traffic import build_events, load_sample  # noqa: E402
+from shadowlens.replay.traffic import build_events  # noqa: E402
 from shadowlens.schemas.events import decode_event  # noqa: E402
 from shadowlens.streams.app import STATS_MARK, new_app  # noqa: E402
 from shadowlens.streams.codec import encode_pending  # noqa: E402

@@ -320,8 +320,10 @@ def _traffic(
     with the faults the flags ask for (seconds on the command line, ms in Faults)."""
     import time
 
+    from shadowlens.replay.datasets import DEFAULT_START_MS
+    from shadowlens.replay.faults import Faults
+    from shadowlens.replay.jsonl import load_jsonl_events
     from shadowlens.replay.run import TrafficSpec, built_payloads, parse_start_time
-    from shadowlens.replay.traffic import DEFAULT_START_MS, Faults, load_jsonl_events
 
     if events is not None:
         if rebase_time is not None:
@@ -406,8 +408,8 @@ def replay(
     """
     from shadowlens.comparators.semantic import SemanticBackendUnavailable
     from shadowlens.judge.verdicts import Action
+    from shadowlens.replay.jsonl import write_jsonl
     from shadowlens.replay.run import run_replay
-    from shadowlens.replay.traffic import write_jsonl
     from shadowlens.report.summary import print_summary
     from shadowlens.streams.semantic_stage import make_cascade
 

@@ -15,15 +15,10 @@ from shadowlens.job.pipeline import Enricher, Pipeline
 from shadowlens.job.redaction import RedactingSink
 from shadowlens.job.sinks import MemorySink, Sink, Tee
 from shadowlens.judge.policy import Policy
-from shadowlens.replay.traffic import (
-    DEFAULT_START_MS,
-    Faults,
-    apply_faults,
-    build_events,
-    load_full,
-    load_sample,
-    wire_payloads,
-)
+from shadowlens.replay.datasets import DEFAULT_START_MS, load_full, load_sample
+from shadowlens.replay.faults import Faults, apply_faults, wire_payloads
+from shadowlens.replay.models import REPLICA_OUTPUT_MODEL
+from shadowlens.replay.traffic import build_events
 from shadowlens.store.client import Store
 from shadowlens.store.sink import ClickHouseSink
 
@@ -69,7 +64,7 @@ def parse_start_time(text: str, now_ms: int) -> int:
 
 def built_payloads(spec: TrafficSpec, faults: Faults) -> list[tuple[bytes, str]]:
     """Real outputs with real arrivals, faults applied, as the wire bytes a gateway sends."""
-    models = (spec.primary, spec.candidate, faults.weaker_model, "gpt4_0613_concise")
+    models = (spec.primary, spec.candidate, faults.weaker_model, REPLICA_OUTPUT_MODEL)
     sample = (
         load_sample()
         if spec.data_dir is None

@@ -129,7 +129,7 @@ model outputs and real traffic. Made by `scripts/make_sample.py` from the full c
 
 ## Calibration figures (not shipped)
 
-`replay/traffic.py` quotes median TTFT and decode time per token computed from
+`replay/latency.py` quotes median TTFT and decode time per token computed from
 https://github.com/{repo_p}, commit {commit_p}, `raw_data/individual/` ({lic_p}).
 No file of that data set is shipped here.
 """

@@ -16,7 +16,8 @@ import pytest
 from shadowlens.job.pipeline import Pipeline
 from shadowlens.job.sinks import MemorySink
 from shadowlens.judge.policy import load_policy
-from shadowlens.replay.traffic import PRIMARY_MODEL, load_sample
+from shadowlens.replay.datasets import load_sample
+from shadowlens.replay.models import PRIMARY_MODEL
 from shadowlens.schemas.events import Arm, Event, Output, Status, Task
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "decision_quality.py"

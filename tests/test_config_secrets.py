@@ -22,7 +22,9 @@ import certifi
 import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from shadowlens.gateway.kafka_env import KafkaSecurity
-from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
+from shadowlens.replay.datasets import load_sample
+from shadowlens.replay.faults import Faults, apply_faults
+from shadowlens.replay.traffic import build_events
 from shadowlens.store.client import Store
 from shadowlens.store.dsn import redact_dsn
 from shadowlens.streams.ch_writer import ClickHouseWriter

@@ -30,8 +30,8 @@ import pytest
 import yaml
 from prometheus_client.core import Metric
 from shadowlens.judge.policy import load_policy
+from shadowlens.replay.faults import Faults
 from shadowlens.replay.run import TrafficSpec, built_payloads, parse_start_time, run_replay
-from shadowlens.replay.traffic import Faults
 from shadowlens.store.client import Store
 from shadowlens.streams.metrics import Metrics
 

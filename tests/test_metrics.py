@@ -17,8 +17,8 @@ from shadowlens.job.sinks import MemorySink, Tee
 from shadowlens.judge.policy import load_policy
 from shadowlens.judge.verdicts import Action, Decision
 from shadowlens.pipeline.windows import ClosedWindow, WindowKey
+from shadowlens.replay.faults import Faults
 from shadowlens.replay.run import TrafficSpec, built_payloads
-from shadowlens.replay.traffic import Faults
 from shadowlens.streams.metrics import NAMES, OTHER, Metrics, MetricsSink
 
 from tests.builders import event

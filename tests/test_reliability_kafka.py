@@ -21,7 +21,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from faust.types import TP
-from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
+from shadowlens.replay.datasets import load_sample
+from shadowlens.replay.faults import Faults, apply_faults
+from shadowlens.replay.traffic import build_events
 from shadowlens.schemas.events import Arm, Event, Output, Task
 from shadowlens.schemas.markers import TYPE_HEADER
 from shadowlens.store.client import Store

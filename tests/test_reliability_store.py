@@ -29,7 +29,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from shadowlens.comparators.pairs import Outcome, PairScore
-from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
+from shadowlens.replay.datasets import load_sample
+from shadowlens.replay.faults import Faults, apply_faults
+from shadowlens.replay.traffic import build_events
 from shadowlens.store.client import Store
 from shadowlens.streams import ch_writer
 from shadowlens.streams.ch_writer import Backoff, ClickHouseWriter

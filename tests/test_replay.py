@@ -8,8 +8,8 @@ from shadowlens.cli.app import app
 from shadowlens.cli.exit_codes import ExitCode
 from shadowlens.judge.policy import load_policy
 from shadowlens.judge.verdicts import Action, Metric
+from shadowlens.replay.faults import Faults, malformed_payloads
 from shadowlens.replay.run import TrafficSpec, built_payloads, run_replay
-from shadowlens.replay.traffic import Faults, malformed_payloads
 from shadowlens.store.client import Store
 from typer.testing import CliRunner
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from shadowlens.cli.app import app
 from shadowlens.judge.policy import load_policy
+from shadowlens.replay.faults import Faults
 from shadowlens.replay.run import ReplayResult, TrafficSpec, built_payloads, run_replay
-from shadowlens.replay.traffic import Faults
 from shadowlens.report import charts
 from shadowlens.report.cost import CostProjection, cost_projection
 from shadowlens.report.html import render

@@ -363,8 +363,8 @@ def test_replay_with_semantic_onnx_samples_over_budget(onnx_encoder, tmp_path):
 def test_replay_semantic_scores_weights_and_windows(onnx_encoder):
     from shadowlens.judge.policy import parse_policy
     from shadowlens.pipeline.windows import ClosedWindow
+    from shadowlens.replay.faults import Faults
     from shadowlens.replay.run import TrafficSpec, built_payloads, run_replay
-    from shadowlens.replay.traffic import Faults
     from shadowlens.streams.semantic_stage import make_cascade
 
     policy = parse_policy(tomllib.loads(TIGHT_BUDGET))
@@ -389,8 +389,8 @@ def test_replay_semantic_scores_weights_and_windows(onnx_encoder):
 def test_worker_scores_semantic_similarity_off_the_event_loop(
     onnx_encoder, kafka_bootstrap, topic_factory, tmp_path
 ):
+    from shadowlens.replay.faults import Faults
     from shadowlens.replay.run import TrafficSpec, built_payloads
-    from shadowlens.replay.traffic import Faults
     from shadowlens.schemas.markers import TYPE_HEADER
     from shadowlens.streams.wire import PAIRS, decode_pairs
 

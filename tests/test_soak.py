@@ -17,8 +17,8 @@ from types import ModuleType
 
 import pytest
 from shadowlens.judge.policy import load_policy
+from shadowlens.replay.faults import Faults
 from shadowlens.replay.run import TrafficSpec, built_payloads, run_replay
-from shadowlens.replay.traffic import Faults
 
 from tests.stream_harness import report
 

@@ -16,7 +16,9 @@ from shadowlens.job.sinks import MemorySink
 from shadowlens.judge.policy import load_policy
 from shadowlens.pipeline.pairing import Pairer
 from shadowlens.pipeline.windows import TumblingWindows, WindowState
-from shadowlens.replay.traffic import Faults, build_events, load_sample, wire_payloads
+from shadowlens.replay.datasets import load_sample
+from shadowlens.replay.faults import Faults, wire_payloads
+from shadowlens.replay.traffic import build_events
 from shadowlens.schemas.events import DeadLetter, InvalidEvent, decode_event
 from shadowlens.streams.codec import (
     CodecError,

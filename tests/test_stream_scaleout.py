@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 import pytest
 from shadowlens.judge.policy import load_policy
 from shadowlens.pipeline.windows import window_start
-from shadowlens.replay.traffic import Faults, apply_faults, build_events, load_sample
+from shadowlens.replay.datasets import load_sample
+from shadowlens.replay.faults import Faults, apply_faults
+from shadowlens.replay.traffic import build_events
 from shadowlens.schemas.events import Arm
 from shadowlens.store.client import Store
 

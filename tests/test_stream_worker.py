@@ -20,14 +20,9 @@ import orjson
 import pytest
 from shadowlens.judge.policy import load_policy
 from shadowlens.pipeline.windows import window_start
-from shadowlens.replay.traffic import (
-    Faults,
-    apply_faults,
-    build_events,
-    interleave,
-    load_sample,
-    malformed_payloads,
-)
+from shadowlens.replay.datasets import load_sample
+from shadowlens.replay.faults import Faults, apply_faults, interleave, malformed_payloads
+from shadowlens.replay.traffic import build_events
 from shadowlens.schemas.events import Arm, Event
 from shadowlens.store.client import Store
 from shadowlens.streams.wire import read_dead_letter

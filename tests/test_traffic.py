@@ -12,34 +12,31 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from shadowlens.replay.traffic import (
-    CANDIDATE_MODEL,
-    DEFAULT_START_MS,
-    LATENCY_MODELS,
-    PRIMARY_MODEL,
-    REPLICA_OUTPUT_MODEL,
-    SAMPLE_MODELS,
-    WEAKER_MODEL,
+from shadowlens.replay.datasets import DEFAULT_START_MS, Sample, load_full, load_sample, parse_trace
+from shadowlens.replay.faults import (
     Faults,
-    LatencyModel,
-    Sample,
     apply_faults,
-    build_events,
     degrade_quality,
     drop_candidates,
     duplicate_halves,
     inject_error_burst,
     inject_latency,
     interleave,
-    load_full,
-    load_jsonl_events,
-    load_sample,
     malformed_payloads,
-    parse_trace,
     sample_outputs,
     wire_payloads,
-    write_jsonl,
 )
+from shadowlens.replay.jsonl import load_jsonl_events, write_jsonl
+from shadowlens.replay.latency import LatencyModel
+from shadowlens.replay.models import (
+    CANDIDATE_MODEL,
+    MODELS,
+    PRIMARY_MODEL,
+    REPLICA_OUTPUT_MODEL,
+    SAMPLE_MODELS,
+    WEAKER_MODEL,
+)
+from shadowlens.replay.traffic import build_events
 from shadowlens.schemas.events import Arm, Event, InvalidEvent, Status, decode_event
 
 
@@ -214,7 +211,7 @@ def test_latency_model_formula() -> None:
     assert m.latency(1000, 100, noise=2.0) == 7400
     lat, ttft = m.draw(np.array([1000.0]), np.array([100.0]), np.random.default_rng(0))
     assert lat[0] == 3700 and ttft[0] == 700
-    assert set(LATENCY_MODELS) >= {PRIMARY_MODEL, CANDIDATE_MODEL, WEAKER_MODEL}
+    assert set(MODELS) >= {PRIMARY_MODEL, CANDIDATE_MODEL, WEAKER_MODEL}
     with pytest.raises(ValueError):
         LatencyModel(ttft_ms=-1, per_output_token_ms=1)
 
