@@ -1,0 +1,175 @@
+"""`shadowlens replay` and `shadowlens publish`: the same traffic (cli/traffic_options.py),
+judged in-process or published to Kafka for the worker (docs/streaming.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from shadowlens.cli.exit_codes import ExitCode
+from shadowlens.cli.options import (
+    BootstrapOption,
+    ConfigOption,
+    DsnOption,
+    FailOnRollbackOption,
+    PolicyOption,
+    ProgressOption,
+    open_store,
+    policy_from,
+    settings_from,
+)
+from shadowlens.cli.output import console, err, fail
+from shadowlens.cli.traffic_options import TrafficOptions, with_traffic_options
+from shadowlens.store.dsn import DEFAULT_DSN
+from shadowlens.streams.config import redact_dsn
+
+
+@with_traffic_options
+def replay(
+    traffic: TrafficOptions,
+    export: Annotated[
+        Path | None, typer.Option(help="Also write the payloads to this JSONL file.")
+    ] = None,
+    store: Annotated[bool, typer.Option(help="Write pairs, windows, decisions.")] = True,
+    redact: Annotated[
+        bool,
+        typer.Option(
+            envvar="SHADOWLENS_REDACT",
+            help="Store hashes and lengths instead of bodies (pairs and dead letters).",
+        ),
+    ] = False,
+    semantic: Annotated[
+        str,
+        typer.Option(help="Semantic similarity of text pairs: off, torch or onnx."),
+    ] = "off",
+    dsn: DsnOption = DEFAULT_DSN,
+    policy_path: PolicyOption = None,
+    progress: ProgressOption = True,
+    fail_on_rollback: FailOnRollbackOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Replay traffic through the whole job and print per-segment figures and decisions.
+
+    With no flags: 3,000 requests of gpt4_0613 (primary) against Meta-Llama-3-70B-Instruct
+    (candidate) from the shipped AlpacaEval sample at Azure trace arrival times, written to
+    the embedded ClickHouse store.
+    """
+    from shadowlens.comparators.semantic import SemanticBackendUnavailable
+    from shadowlens.judge.verdicts import Action
+    from shadowlens.replay.jsonl import write_jsonl
+    from shadowlens.replay.run import run_replay
+    from shadowlens.report.summary import print_summary
+    from shadowlens.streams.semantic_stage import make_cascade
+
+    policy = policy_from(policy_path)
+    try:
+        enrich = make_cascade(semantic, policy)
+    except (ValueError, SemanticBackendUnavailable) as exc:
+        raise fail(str(exc)) from None
+    payloads = traffic.payloads()
+    if export is not None:
+        write_jsonl(export, (raw for raw, _ in payloads))
+    ch = open_store(dsn) if store else None
+    try:
+        if ch is not None:
+            ch.migrate()
+        result = run_replay(
+            payloads, policy, ch, show_progress=progress, redact=redact, enrich=enrich
+        )
+    finally:
+        if ch is not None:
+            ch.close()
+    print_summary(console, result.memory.scores, result.memory.made, result.counts)
+    letters = result.memory.letters
+    if letters:
+        console.print(f"[yellow]{len(letters)} dead letters[/] (kept with their bytes):")
+        for letter in letters[:20]:
+            console.print(
+                f"  {letter.source}: {letter.reason}: {letter.detail[:120]}", markup=False
+            )
+    where = f" -> {redact_dsn(dsn)}: " + ", ".join(f"{k}={v}" for k, v in result.written.items())
+    console.print(
+        f"{len(payloads)} events in {result.seconds:.1f} s" + (where if store else ""),
+        highlight=False,
+    )
+    rollbacks = [d for d in result.memory.made if d.action == Action.ROLLBACK]
+    if fail_on_rollback and rollbacks:
+        first = rollbacks[0].reason.splitlines()[0]
+        raise fail(f"the judge rolled back {len(rollbacks)} time(s), first: {first}",
+                   ExitCode.ROLLBACK)  # fmt: skip
+
+
+@with_traffic_options
+def publish(
+    ctx: typer.Context,
+    bootstrap: BootstrapOption = None,
+    topic: Annotated[
+        str | None, typer.Option(envvar="SHADOWLENS_TOPIC_EVENTS", help="Events topic.")
+    ] = None,
+    speed: Annotated[
+        float,
+        typer.Option(min=0.0, help="Pace: 1 = real time, 10 = ten times faster, 0 = at once."),
+    ] = 0.0,
+    end_marker: Annotated[
+        bool,
+        typer.Option(
+            help="Finish with an end-of-input marker per partition, so the worker closes "
+            "every request and window. Never on a topic live gateways write to."
+        ),
+    ] = False,
+    misroute_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of events published under a wrong key (re-keyed)."
+        ),
+    ] = 0.0,
+    *,
+    traffic: TrafficOptions,
+    progress: ProgressOption = True,
+    config: ConfigOption = None,
+) -> None:
+    """Publish replay traffic to Kafka keyed by request_id, as gateways do.
+
+    The traffic and fault flags are those of `shadowlens replay`. For a live dashboard:
+    --rebase-time now --speed 1 (event times then follow the wall clock).
+    """
+    import asyncio
+
+    from shadowlens.cli.progress import progress_bar
+    from shadowlens.replay.publish import Published
+    from shadowlens.replay.publish import publish as publish_payloads
+    from shadowlens.streams.kafka_security import aiokafka_options
+    from shadowlens.streams.topics import ensure_topics
+
+    settings = settings_from(ctx, kafka_bootstrap=bootstrap, topic_events=topic)
+    payloads = [raw for raw, _ in traffic.payloads()]
+
+    async def run() -> Published:
+        await ensure_topics(settings)  # the events topic with SHADOWLENS_EVENTS_PARTITIONS
+        with progress_bar("publish", "records", enabled=progress) as bar:
+            task = bar.add_task("publish", total=len(payloads))
+            return await publish_payloads(
+                payloads,
+                settings.kafka_bootstrap,
+                settings.topic_events,
+                speed=speed,
+                end_marker=end_marker,
+                misroute_share=misroute_share,
+                seed=traffic.seed,
+                on_sent=lambda n: bar.update(task, completed=n),
+                client_options=aiokafka_options(settings),  # TLS / SASL from the env
+            )
+
+    result = asyncio.run(run())
+    console.print(
+        f"published {result.records} events"
+        + (f" and {result.markers} end markers" if result.markers else "")
+        + f" to {settings.topic_events} in {result.seconds:.1f} s",
+        highlight=False,
+    )
+    if result.too_large:
+        err.print(
+            f"{result.too_large} payload(s) larger than a Kafka request were not published",
+            highlight=False,
+        )
