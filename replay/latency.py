@@ -64,6 +64,9 @@ class LatencyModel:
 #   bedrock        388 ms        43.9 ms        0.06 (decode alone 0.04)  49/150 (too few tokens)
 #   replicate     1188 ms        85.6 ms        0.50         0/150 (ttft p99 64 s: cold starts)
 #
+# Smaller models on the same provider (for scaling by size): fireworks 7B 331 ms / 11.1 ms,
+# 13B 498 ms / 20.9 ms (sd(log e2e) 0.05 and 0.04, no errors).
+#
 # Candidate (on-prem vLLM, Llama-3-70B): perplexity_70b's figures. A 70B model on a shared
 # deployment under batching decodes at ~30 ms/token, close to GPT-4's API, which makes the
 # default replay a migration that is neutral on latency. together/fireworks decode
@@ -94,4 +97,10 @@ SELF_HOSTED_70B = LatencyModel(
 # (ttft x0.64, decode x0.51).
 SELF_HOSTED_8B = LatencyModel(
     ttft_ms=165.0, per_output_token_ms=15.5, per_input_token_ms=0.13, noise_sigma=0.04
+)
+# A 70B model on AWS Bedrock: llmperf bedrock_70b, TTFT 388 ms = 278 + 0.2 * 550 input
+# tokens (the candidate's prefill rate), decode 43.9 ms/token; the cloud noise sigma
+# (bedrock measured 0.06 end to end, 0.04 decode alone).
+BEDROCK_70B = LatencyModel(
+    ttft_ms=278.0, per_output_token_ms=43.9, per_input_token_ms=0.2, noise_sigma=0.05
 )

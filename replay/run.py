@@ -17,7 +17,7 @@ from shadowlens.job.sinks import MemorySink, Sink, Tee
 from shadowlens.judge.policy import Policy
 from shadowlens.replay.datasets import DEFAULT_START_MS, load_full, load_sample
 from shadowlens.replay.faults import Faults, apply_faults, wire_payloads
-from shadowlens.replay.models import REPLICA_OUTPUT_MODEL
+from shadowlens.replay.models import REPLICA_OUTPUT_MODEL, profile
 from shadowlens.replay.traffic import build_events
 from shadowlens.store.client import Store
 from shadowlens.store.sink import ClickHouseSink
@@ -64,6 +64,8 @@ def parse_start_time(text: str, now_ms: int) -> int:
 
 def built_payloads(spec: TrafficSpec, faults: Faults) -> list[tuple[bytes, str]]:
     """Real outputs with real arrivals, faults applied, as the wire bytes a gateway sends."""
+    for model in (spec.primary, spec.candidate):
+        profile(model)  # an unknown name fails here, listing the known ones, not as a lost file
     models = (spec.primary, spec.candidate, faults.weaker_model, REPLICA_OUTPUT_MODEL)
     sample = (
         load_sample()

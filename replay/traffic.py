@@ -20,6 +20,7 @@ from shadowlens.replay.models import (
     PRIMARY_MODEL,
     REPLICA_OUTPUT_MODEL,
     ModelProfile,
+    profile,
 )
 from shadowlens.schemas.events import Arm, Event, Output, Status, Task
 
@@ -36,6 +37,18 @@ def arm_rng(seed: int, salt: int) -> np.random.Generator:
     """A random stream of its own per (seed, use), so one arm's or fault's draws never
     shift another's."""
     return np.random.default_rng([seed, salt])
+
+
+def _require_outputs(sample: Sequence[Instruction], text_models: Iterable[str]) -> None:
+    """Fail before building if the sample lacks a model's texts (the shipped one has four)."""
+    held = set.intersection(*(set(ins.outputs) for ins in sample))
+    for model in text_models:
+        if model not in held:
+            raise ValueError(
+                f"the sample holds no outputs of {model!r}, only of "
+                f"{', '.join(sorted(held, key=str.lower))}; the full AlpacaEval data "
+                "(--data-dir) holds every known model"
+            )
 
 
 def build_events(
@@ -58,12 +71,14 @@ def build_events(
     by its span plus one mean gap, when there are more requests than rows). Both arms start
     at the arrival and see the row's token counts; each arm draws its own latency noise,
     from a stream that depends only on (seed, arm), so changing the candidate leaves the
-    primary's events unchanged.
+    primary's events unchanged. A model without a profile in `models` raises
+    UnknownModelError.
     """
     if not sample or not arrivals:
         raise ValueError("need at least one instruction and one arrival")
     if not 0.0 <= replica_share <= 1.0:
         raise ValueError(f"replica_share must be in [0, 1], got {replica_share}")
+    profiles = {m: profile(m, models) for m in (primary, candidate)}
     n = len(arrivals) if requests is None else requests
     rows = len(arrivals)
     span = arrivals[-1].offset_ms - arrivals[0].offset_ms
@@ -82,10 +97,11 @@ def build_events(
     ]
     if replica_share > 0:
         arms.append((Arm.REPLICA, primary, replica_output_model, with_replica))
+    _require_outputs(sample, (text_model for _, _, text_model, _ in arms))
 
     events: list[Event] = []
     for salt, (arm, model, text_model, present) in enumerate(arms):
-        served = models[model]
+        served = profiles[model]
         latency, ttft = served.latency.draw(in_tok, out_tok, arm_rng(seed, salt))
         for i in np.flatnonzero(present):
             ins = sample[i % len(sample)]
