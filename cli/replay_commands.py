@@ -55,6 +55,7 @@ def replay(
     (candidate) from the shipped AlpacaEval sample at Azure trace arrival times, written to
     the embedded ClickHouse store.
     """
+    from shadowlens.cli.progress import progress_bar
     from shadowlens.comparators.semantic import SemanticBackendUnavailable
     from shadowlens.judge.verdicts import Action
     from shadowlens.replay.jsonl import write_jsonl
@@ -74,9 +75,16 @@ def replay(
     try:
         if ch is not None:
             ch.migrate()
-        result = run_replay(
-            payloads, policy, ch, show_progress=progress, redact=redact, enrich=enrich
-        )
+        with progress_bar("replay", "events", enabled=progress) as bar:
+            task = bar.add_task("replay", total=len(payloads))
+            result = run_replay(
+                payloads,
+                policy,
+                ch,
+                on_progress=lambda done: bar.update(task, completed=done),
+                redact=redact,
+                enrich=enrich,
+            )
     finally:
         if ch is not None:
             ch.close()

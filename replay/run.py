@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shadowlens.cli.progress import progress_bar
 from shadowlens.job.pipeline import Enricher, Pipeline
 from shadowlens.job.redaction import RedactingSink
 from shadowlens.job.sinks import MemorySink, Sink, Tee
@@ -101,7 +100,7 @@ def run_replay(
     policy: Policy,
     store: Store | None,
     *,
-    show_progress: bool = True,
+    on_progress: Callable[[int], None] | None = None,
     redact: bool = False,
     enrich: Enricher | None = None,
 ) -> ReplayResult:
@@ -109,7 +108,8 @@ def run_replay(
 
     With `redact`, ClickHouse gets hashes and lengths instead of bodies (the in-memory
     results used for the console summary keep them: they never leave the process). `enrich`
-    scores each drained batch further (the semantic cascade of `--semantic`)."""
+    scores each drained batch further (the semantic cascade of `--semantic`). `on_progress`
+    hears how many payloads are done, now and then (the CLI draws its bar from it)."""
     memory = MemorySink()
     clickhouse = ClickHouseSink(store) if store is not None else None
     stored: Sink | None = clickhouse
@@ -118,15 +118,14 @@ def run_replay(
     sink: Sink = Tee([memory, stored]) if stored is not None else memory
     pipeline = Pipeline(policy, sink, enrich)
     started = time.perf_counter()
-    with progress_bar("replay", "events", enabled=show_progress) as progress:
-        task = progress.add_task("replay", total=len(payloads))
-        for i, (raw, source) in enumerate(payloads):
-            pipeline.feed(raw, source, received_ms=int(time.time() * 1000))
-            if i % 500 == 0:
-                progress.update(task, completed=i)
-        pipeline.finish()
-        if clickhouse is not None:
-            clickhouse.flush()
-        progress.update(task, completed=len(payloads))
+    report = on_progress or (lambda done: None)
+    for i, (raw, source) in enumerate(payloads):
+        pipeline.feed(raw, source, received_ms=int(time.time() * 1000))
+        if i % 500 == 0:
+            report(i)
+    pipeline.finish()
+    if clickhouse is not None:
+        clickhouse.flush()
+    report(len(payloads))
     written = dict(clickhouse.written) if clickhouse is not None else {}
     return ReplayResult(memory, pipeline.counts, written, time.perf_counter() - started)

@@ -113,8 +113,7 @@ def replayed_store(tmp_path_factory) -> Iterator[tuple[Store, datetime, datetime
     faults = Faults(latency_factor=1.5, latency_after_ms=60_000, drop_share=0.05, malformed=True)
     with Store.open(f"chdb://{root}/ch") as store:
         store.migrate()
-        run_replay(built_payloads(TrafficSpec(requests=600), faults), load_policy(), store,
-                   show_progress=False)  # fmt: skip
+        run_replay(built_payloads(TrafficSpec(requests=600), faults), load_policy(), store)
         lo, hi = store.query("SELECT min(event_time), max(event_time) FROM pairs").result_rows[0]
         # dead letters carry the wall-clock time they were received: widen the range past now
         end = max(hi, datetime.now(UTC)) + timedelta(minutes=1)

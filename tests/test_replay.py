@@ -19,7 +19,7 @@ INJECT_AFTER_MS = 300_000  # mid-run: the 3,000 requests span ~9.5 minutes of ev
 
 
 def replay(faults: Faults, spec: TrafficSpec = SPEC):
-    return run_replay(built_payloads(spec, faults), POLICY, None, show_progress=False)
+    return run_replay(built_payloads(spec, faults), POLICY, None)
 
 
 @pytest.fixture(scope="module")

@@ -250,7 +250,7 @@ def replayed(tmp_path_factory) -> tuple[Path, ReplayResult]:
     spec = TrafficSpec(requests=600, replica_share=0.2)
     with Store.open(f"chdb://{root}/ch") as store:
         store.migrate()
-        result = run_replay(built_payloads(spec, faults), POLICY, store, show_progress=False)
+        result = run_replay(built_payloads(spec, faults), POLICY, store)
     return root, result
 
 
@@ -270,9 +270,7 @@ def _report_data(tmp_path: Path) -> ReportData:
     faults = Faults(latency_factor=1.5, latency_after_ms=60_000)
     with Store.open(f"chdb://{tmp_path}/ch") as store:
         store.migrate()
-        run_replay(
-            built_payloads(TrafficSpec(requests=300), faults), POLICY, store, show_progress=False
-        )
+        run_replay(built_payloads(TrafficSpec(requests=300), faults), POLICY, store)
         return load(store, EXPERIMENT, POLICY)
 
 

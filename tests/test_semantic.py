@@ -370,7 +370,7 @@ def test_replay_semantic_scores_weights_and_windows(onnx_encoder):
     policy = parse_policy(tomllib.loads(TIGHT_BUDGET))
     payloads = built_payloads(TrafficSpec(requests=SEMANTIC_REQUESTS), Faults())
     cascade = make_cascade("onnx", policy)
-    result = run_replay(payloads, policy, None, show_progress=False, enrich=cascade)
+    result = run_replay(payloads, policy, None, enrich=cascade)
     measured, unsampled = _check_sampled(result.memory.scores)
     assert unsampled > 0, "the tight budget must sample"
     windows: list[ClosedWindow] = result.memory.closed

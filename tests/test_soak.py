@@ -76,10 +76,10 @@ def test_replay_counts_shed_requests() -> None:
     policy = load_policy()
     policy = replace(policy, pairing=replace(policy.pairing, max_pending=20))
     payloads = built_payloads(TrafficSpec(requests=400), Faults(drop_share=0.05))
-    result = run_replay(payloads, policy, None, show_progress=False)
+    result = run_replay(payloads, policy, None)
     shed = result.counts["pairing.shed"]
     assert shed > 0
-    unbounded = run_replay(payloads, load_policy(), None, show_progress=False)
+    unbounded = run_replay(payloads, load_policy(), None)
     assert unbounded.counts["pairing.shed"] == 0
     # a shed request is scored still (an orphan when incomplete): none goes missing
     assert {s.request_id for s in result.memory.scores} == {
