@@ -11,7 +11,7 @@
 #   plus everything scripts/kafka.sh reads (KAFKA_VERSION, SHADOWLENS_CACHE, KAFKA_PORT, ...)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"  # physical: a symlinked checkout still installs the real one
 cd "$ROOT"
 
 log() { printf 'test.sh: %s\n' "$*" >&2; }
