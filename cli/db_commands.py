@@ -30,7 +30,7 @@ def db_query(
     """Run one read-only query against the store and print the rows as a table."""
     from rich.table import Table
 
-    with open_store(dsn) as store:
+    with open_store(dsn, readonly=True) as store:
         try:
             result = store.query(sql)
         except Exception as exc:  # the server's own message is the most useful one

@@ -65,10 +65,11 @@ def policy_from(path: Path | None) -> Policy:
         raise fail(f"policy {path}: {exc}", ExitCode.CONFIG) from None
 
 
-def open_store(dsn: str) -> Store:
-    """Store.open; a malformed DSN is bad configuration (unreachable stores raise on)."""
+def open_store(dsn: str, *, readonly: bool = False) -> Store:
+    """Store.open; a malformed DSN is bad configuration (unreachable stores raise on).
+    Analysts' paths (`db query`, the report) open it `readonly`: no SQL can write."""
     try:
-        return Store.open(dsn)
+        return Store.open(dsn, readonly=readonly)
     except ValueError as exc:
         raise fail(scrub(str(exc)), ExitCode.CONFIG) from None
 

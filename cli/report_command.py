@@ -60,7 +60,7 @@ def report(
     policy = policy_from(policy_path)
     with (
         spinner(f"report: querying {redact_dsn(dsn)}", enabled=progress),
-        open_store(dsn) as store,
+        open_store(dsn, readonly=True) as store,
     ):
         try:
             data = write_report(

@@ -98,3 +98,27 @@ def test_writing_methods_refuse_and_a_missing_database_is_an_error(
             store.write_pairs(scores())
     with pytest.raises(StoreError, match="does not exist"):
         Store.open(f"chdb://{tmp_path / 'empty'}", readonly=True)
+
+
+def test_db_query_refuses_writes_with_a_clear_error(written: str) -> None:
+    """The operator's path: `shadowlens db query` on the same store."""
+    from shadowlens.cli.app import app
+    from shadowlens.cli.exit_codes import ExitCode
+    from typer.testing import CliRunner
+
+    def db_query(sql: str):
+        return CliRunner().invoke(app, ["db", "query", sql, "--dsn", written])
+
+    with Store.open(written) as store:
+        before = fingerprint(store)
+    for sql in ("DROP TABLE shadowlens.pairs", "SELECT 1; DROP TABLE shadowlens.pairs"):
+        out = db_query(sql)
+        assert out.exit_code == ExitCode.USAGE, out.output
+        assert "read" in out.output.lower() and "only" in out.output.lower()
+    shown = db_query("SELECT count() AS n FROM pairs FINAL")
+    assert (
+        shown.exit_code == 0
+        and str(before[[t for t, *_ in before].index("pairs")][1]) in shown.output
+    )
+    with Store.open(written) as store:
+        assert fingerprint(store) == before
