@@ -1,39 +1,29 @@
 """bench/decision_quality.py judges exactly as the pipeline does, without its decode path.
 
-The benchmark builds PairScores from precomputed similarities and feeds them to the
-pipeline's windows and judge itself. Here the same run is also replayed the long way, as
-real events through `Pipeline.feed` (decode, pair, score the texts), and both must reach
-the same decisions with the same verdicts.
+The benchmark (its parts in bench/dq) builds PairScores from precomputed similarities and
+feeds them to the pipeline's windows and judge itself. Here the same run is also replayed
+the long way, as real events through `Pipeline.feed` (decode, pair, score the texts), and
+both must reach the same decisions with the same verdicts. Its judge prototypes must run.
 """
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 from shadowlens.job.pipeline import Pipeline
 from shadowlens.job.sinks import MemorySink
 from shadowlens.judge.policy import load_policy
-from shadowlens.replay.datasets import load_sample
+from shadowlens.replay.datasets import Sample, load_sample
 from shadowlens.replay.models import PRIMARY_MODEL
 from shadowlens.schemas.events import Arm, Event, Output, Status, Task
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "decision_quality.py"
+from bench.dq.corpus import SIBLING, Corpus, build_corpus
+from bench.dq.fastpath import EXPERIMENT, judge_decisions
+from bench.dq.runs import Run, draw_run
+from bench.dq.scenarios import SCENARIOS, Config
+from bench.dq.variants import VARIANTS
 
 
-@pytest.fixture(scope="module")
-def dq():
-    spec = importlib.util.spec_from_file_location("decision_quality", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["decision_quality"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def events_of(dq, corpus, run, sample) -> list[Event]:
+def events_of(corpus: Corpus, run: Run, sample: Sample) -> list[Event]:
     """The run as the events a gateway would publish (models without prices: no cost)."""
     ins = sample.instructions
     out: list[Event] = []
@@ -50,14 +40,14 @@ def events_of(dq, corpus, run, sample) -> list[Event]:
             if arm == Arm.PRIMARY:
                 text = ins[k].outputs[PRIMARY_MODEL]
             elif arm == Arm.CANDIDATE and run.offtopic[i]:
-                text = ins[int(corpus.offtopic_of[k])].outputs[dq.SIBLING]
+                text = ins[int(corpus.offtopic_of[k])].outputs[SIBLING]
             else:
-                text = ins[k].outputs[dq.SIBLING]
+                text = ins[k].outputs[SIBLING]
             failed = bool(fail[i])
             out.append(
                 Event(
                     request_id=f"r{i}",
-                    experiment=dq.EXPERIMENT,
+                    experiment=EXPERIMENT,
                     arm=arm,
                     segment=corpus.segments[run.segment[i]],
                     task=Task.GENERATION,
@@ -76,21 +66,21 @@ def events_of(dq, corpus, run, sample) -> list[Event]:
 
 
 @pytest.mark.parametrize("key", ["aa", "q25", "err5"])
-def test_the_benchmark_reaches_the_pipelines_decisions(dq, key: str) -> None:
+def test_the_benchmark_reaches_the_pipelines_decisions(key: str) -> None:
     sample = load_sample()
-    corpus = dq.build_corpus(sample, "sample")
+    corpus = build_corpus(sample, "sample")
     policy = load_policy()
-    cfg = dq.Config(horizon_windows=7)
-    scenario = next(s for s in dq.SCENARIOS if s.key == key)
-    run = dq.draw_run(corpus, scenario, cfg, policy, seed=11)
+    cfg = Config(horizon_windows=7)
+    scenario = next(s for s in SCENARIOS if s.key == key)
+    run = draw_run(corpus, scenario, cfg, policy, seed=11)
     end = run.t0_ms + cfg.horizon_windows * policy.windows.size_ms
 
     sink = MemorySink()
     pipe = Pipeline(policy, sink)
-    for e in events_of(dq, corpus, run, sample):
+    for e in events_of(corpus, run, sample):
         pipe.feed(e.to_json())
     slow = [d for d in sink.made if d.decided_at_ms <= end]
-    fast = [d for d in dq.judge_decisions(run, corpus, policy) if d.decided_at_ms <= end]
+    fast = [d for d in judge_decisions(run, corpus, policy) if d.decided_at_ms <= end]
 
     def key_of(d):
         verdicts = tuple((e.metric, e.segment, e.verdict, e.n) for e in d.evidence)
@@ -99,3 +89,15 @@ def test_the_benchmark_reaches_the_pipelines_decisions(dq, key: str) -> None:
     assert len(slow) == cfg.horizon_windows
     assert [key_of(d) for d in fast] == [key_of(d) for d in slow]
     assert [d.reason for d in fast] == [d.reason for d in slow]
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_prototype_judges_a_run(name: str) -> None:
+    """The prototypes reach the judge through its Classifiers argument; monkey-patched ones
+    crashed unnoticed once the classifiers' signature changed."""
+    corpus = build_corpus(load_sample(), "sample")
+    policy = load_policy()
+    scenario = next(s for s in SCENARIOS if s.key == "err5")
+    run = draw_run(corpus, scenario, Config(horizon_windows=7), policy, seed=11)
+    decisions = list(judge_decisions(run, corpus, policy, VARIANTS[name].classifiers))
+    assert len(decisions) >= 7
