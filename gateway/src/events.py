@@ -41,6 +41,21 @@ class Task(StrEnum):
     EXTRACTION = "extraction"
 
 
+class DeadLetterReason(StrEnum):
+    """Why an event went to the dead-letter topic (its ``shadowlens-reason`` header).
+
+    The decoder raises the first four; the service adds the rest, because they depend on
+    its policy and on the stream, not on the bytes alone."""
+
+    INVALID_JSON = "invalid_json"
+    SCHEMA_VIOLATION = "schema_violation"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    TOO_LARGE = "too_large"
+    FUTURE_TIMESTAMP = "future_timestamp"  # dated beyond pairing.max_skew_ms ahead of the stream
+    CALL_TOO_LONG = "call_too_long"  # latency_ms over pairing.max_call_ms
+    PROCESSING_ERROR = "processing_error"  # the worker failed on it; the bytes are kept
+
+
 @dataclass(frozen=True, slots=True)
 class Output:
     text: str | None = None
@@ -155,14 +170,17 @@ _STATUSES = {str(m): m for m in Status}
 def decode_event(raw: bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Event:
     """Parse and validate one event; raise InvalidEvent with a dead-letter reason otherwise."""
     if len(raw) > max_bytes:
-        raise InvalidEvent("too_large", f"{len(raw)} bytes exceeds the limit of {max_bytes}")
+        raise InvalidEvent(
+            DeadLetterReason.TOO_LARGE, f"{len(raw)} bytes exceeds the limit of {max_bytes}"
+        )
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidEvent("invalid_json", str(exc)) from None
+        raise InvalidEvent(DeadLetterReason.INVALID_JSON, str(exc)) from None
     if not isinstance(doc, dict):
         raise InvalidEvent(
-            "schema_violation", f"event must be a JSON object, got {type(doc).__name__}"
+            DeadLetterReason.SCHEMA_VIOLATION,
+            f"event must be a JSON object, got {type(doc).__name__}",
         )
     version = doc.get("schema_version")
     if (
@@ -171,14 +189,14 @@ def decode_event(raw: bytes, *, max_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Eve
         and version > SUPPORTED_SCHEMA_VERSION
     ):
         raise InvalidEvent(
-            "unsupported_schema_version",
+            DeadLetterReason.UNSUPPORTED_SCHEMA_VERSION,
             f"schema_version {version} is newer than the supported {SUPPORTED_SCHEMA_VERSION}; "
             "upgrade shadowlens before the gateways",
         )
     try:
         _validate(doc)
     except fastjsonschema.JsonSchemaValueException as exc:
-        raise InvalidEvent("schema_violation", exc.message) from None
+        raise InvalidEvent(DeadLetterReason.SCHEMA_VIOLATION, exc.message) from None
     return _from_valid(doc)
 
 
@@ -186,11 +204,15 @@ def _from_valid(doc: dict[str, Any]) -> Event:
     out = doc.get("output") or {}
     embedding = out.get("embedding")
     if embedding is not None and not all(math.isfinite(x) for x in embedding):
-        raise InvalidEvent("schema_violation", "output.embedding holds a non-finite number")
+        raise InvalidEvent(
+            DeadLetterReason.SCHEMA_VIOLATION, "output.embedding holds a non-finite number"
+        )
     start = doc["start_time_ms"]
     end = doc.get("end_time_ms")
     if end is not None and end < start:
-        raise InvalidEvent("schema_violation", f"end_time_ms {end} is before start_time_ms {start}")
+        raise InvalidEvent(
+            DeadLetterReason.SCHEMA_VIOLATION, f"end_time_ms {end} is before start_time_ms {start}"
+        )
     usage = doc.get("usage") or {}
     return Event(
         request_id=doc["request_id"],
