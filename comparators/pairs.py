@@ -43,6 +43,9 @@ class PairScore:
     mode: str
     comparison: str  # the arm compared with the primary: candidate | replica
     outcome: Outcome
+    # When the request's evidence was complete, on the primary's clock: the primary's start
+    # plus the slower arm's own latency_ms (no other gateway's clock is read); an orphan's
+    # is its pairing deadline, a split single's its completion. Windows use it.
     event_time_ms: int
     primary_model: str = ""
     primary_provider: str = ""
@@ -58,6 +61,9 @@ class PairScore:
     candidate_ttft_ms: float | None = None
     latency_ratio: float | None = None
     latency_delta_ms: float | None = None
+    # the compared half's start_time_ms minus the primary's: the gateways' clock offset
+    # plus dispatch delay; observed (metrics, report), never used to pair
+    start_skew_ms: int | None = None
     primary_cost_usd: float | None = None
     candidate_cost_usd: float | None = None
     cost_delta_usd: float | None = None
@@ -218,9 +224,10 @@ def score_pair(
         mode=other.mode,
         comparison=str(other.arm),
         outcome=Outcome.PAIRED,
-        event_time_ms=primary.event_time_ms,
+        event_time_ms=primary.start_time_ms + round(max(primary.latency_ms, other.latency_ms)),
         latency_ratio=_ratio(other.latency_ms, primary.latency_ms) if both_ok else None,
         latency_delta_ms=other.latency_ms - primary.latency_ms if both_ok else None,
+        start_skew_ms=other.start_time_ms - primary.start_time_ms,
         cost_delta_usd=(o_cost - p_cost)
         if isinstance(p_cost, float) and isinstance(o_cost, float)
         else None,
@@ -234,21 +241,30 @@ def score_pair(
     )
 
 
-def score_orphan(present: Event, missing_arm: str, prices: Mapping[str, Price]) -> PairScore:
-    """A request whose other half never came: kept, and counted against the missing arm."""
+def score_orphan(
+    present: Event, missing_arm: str, prices: Mapping[str, Price], deadline_ms: int
+) -> PairScore:
+    """A request whose other half never came: kept, and counted against the missing arm.
+    It is windowed when it was declared, at its pairing deadline, not at its start, so a
+    window never waits `max_call_ms` for the orphans it might get."""
     if present.arm == Arm.PRIMARY:
-        return _single(present, Outcome.CANDIDATE_MISSING, missing_arm, prices)
-    return _single(present, Outcome.PRIMARY_MISSING, str(present.arm), prices)
+        return _single(present, Outcome.CANDIDATE_MISSING, missing_arm, prices, deadline_ms)
+    return _single(present, Outcome.PRIMARY_MISSING, str(present.arm), prices, deadline_ms)
 
 
 def score_split(event: Event, prices: Mapping[str, Price]) -> PairScore:
     """Split-mode traffic: one arm served the request; its latency, cost and errors count."""
     comparison = str(Arm.CANDIDATE) if event.arm == Arm.PRIMARY else str(event.arm)
-    return _single(event, Outcome.SPLIT, comparison, prices)
+    done_ms = event.start_time_ms + round(event.latency_ms)
+    return _single(event, Outcome.SPLIT, comparison, prices, done_ms)
 
 
 def _single(
-    present: Event, outcome: Outcome, comparison: str, prices: Mapping[str, Price]
+    present: Event,
+    outcome: Outcome,
+    comparison: str,
+    prices: Mapping[str, Price],
+    event_time_ms: int,
 ) -> PairScore:
     prefix = "primary" if present.arm == Arm.PRIMARY else "candidate"
     return PairScore(
@@ -259,6 +275,6 @@ def _single(
         mode=present.mode,
         comparison=comparison,
         outcome=outcome,
-        event_time_ms=present.event_time_ms,
+        event_time_ms=event_time_ms,
         **_arm_fields(prefix, present, prices),
     )

@@ -19,10 +19,12 @@ from shadowlens.judge.classifiers import CLASSIFIERS, Classifiers
 from shadowlens.judge.decide import ExperimentState
 from shadowlens.judge.policy import Policy
 from shadowlens.pipeline.pairing import Matched, Pairer
+from shadowlens.pipeline.progress import Admitted, Progress
 from shadowlens.pipeline.windows import ClosedWindow, TumblingWindows
 from shadowlens.schemas.events import DeadLetter, InvalidEvent, decode_event
 
 Enricher = Callable[[list[PairScore]], list[PairScore]]
+Source = tuple[bytes, str, int]  # an event's bytes, where it came from, when it was received
 
 
 class Pipeline:
@@ -42,13 +44,17 @@ class Pipeline:
         self.enrich = enrich
         self.batch_size = batch_size
         self.max_event_bytes = max_event_bytes
-        self.pairer = Pairer({}, pairing_config(policy))
+        config = pairing_config(policy)
+        self.pairer = Pairer({}, config)
+        # a replay has no trustworthy wall clock (traffic may be rebased into the future):
+        # events are checked against the stream's own progress only
+        self.progress: Progress[Source] = Progress(config)
         self.windows = TumblingWindows(policy.windows.size_ms, policy.windows.grace_ms)
         self.counts: Counter[str] = Counter()
         self.scorer = Scorer(policy, self.counts)
         self.judging = Judging(policy, sink, classifiers=classifiers)
         self._scored: list[PairScore] = []
-        self._swept_ms = 0
+        self.watermark_ms = 0  # where orphans were swept and windows closed
 
     @property
     def experiments(self) -> MutableMapping[str, ExperimentState]:
@@ -65,15 +71,27 @@ class Pipeline:
             self.counts[f"dead_letter.{exc.reason}"] += 1
             self.sink.dead_letters([DeadLetter.of(exc, raw, received_ms, source)])
             return
-        self.add_scored(self.score(self.pairer.add(event)))
-        if self.pairer.watermark_ms - self._swept_ms >= self.policy.windows.size_ms // 10:
-            self._swept_ms = self.pairer.watermark_ms
-            self.add_scored(self.score(self.pairer.sweep()))
+        self._pair(self.progress.admit(event, (raw, source, received_ms)))
+        watermark = self.progress.watermark_ms
+        if watermark - self.watermark_ms >= self.policy.windows.size_ms // 10:
+            self.watermark_ms = watermark
+            self.add_scored(self.score(self.pairer.sweep(watermark)))
             self.drain()
-            self.judge(self.windows.advance(self.pairer.watermark_ms))
+            self.judge(self.windows.advance(watermark))
+
+    def _pair(self, admitted: Admitted[Source]) -> None:
+        """Pair what the progress check let through; dead-letter what it rejected."""
+        for r in admitted.rejected:
+            raw, source, received_ms = r.payload
+            letter = DeadLetter(r.reason, r.detail, raw, received_ms, r.event.request_id, source)
+            self.counts[f"dead_letter.{r.reason}"] += 1
+            self.sink.dead_letters([letter])
+        for event, _ in admitted.accepted:
+            self.add_scored(self.score(self.pairer.add(event)))
 
     def finish(self) -> None:
         """End of input: close every open request and window, and judge them."""
+        self._pair(self.progress.end())
         self.add_scored(self.score(self.pairer.flush()))
         self.drain()
         self.judge(self.windows.flush())
@@ -96,7 +114,7 @@ class Pipeline:
         if self.enrich is not None:
             scores = self.enrich(scores)
         for score in scores:
-            self.windows.add(score, self.pairer.watermark_ms)
+            self.windows.add(score, self.watermark_ms)
             self.counts[f"pairs.{score.outcome}"] += 1
         self.counts.update(tally(scores))
         self.sink.pairs(scores)

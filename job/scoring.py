@@ -13,7 +13,9 @@ from shadowlens.pipeline.pairing import Matched, PairingConfig
 def pairing_config(policy: Policy) -> PairingConfig:
     """The pairing state machine's settings, read from the policy's `[pairing]` table."""
     pp = policy.pairing
-    return PairingConfig(pp.timeout_ms, pp.lateness_ms, pp.retention_ms, pp.max_pending)
+    return PairingConfig(
+        pp.max_call_ms, pp.max_skew_ms, pp.lateness_ms, pp.retention_ms, pp.max_pending
+    )
 
 
 class Scorer:
@@ -26,7 +28,7 @@ class Scorer:
     def score(self, matched: Matched) -> list[PairScore]:
         prices = self.prices
         scores = [score_pair(primary, other, prices) for primary, other in matched.pairs]
-        scores += [score_orphan(present, missing, prices) for present, missing in matched.orphans]
+        scores += [score_orphan(half, missing, prices, at) for half, missing, at in matched.orphans]
         scores += [score_split(e, prices) for e in matched.singles]
         for _, drop in matched.dropped:
             self.counts[f"dropped.{drop}"] += 1

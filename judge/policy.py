@@ -61,11 +61,18 @@ class WindowPolicy:
 
 @dataclass(frozen=True, slots=True)
 class PairingPolicy:
-    timeout_ms: int = 30_000
+    """Pairing and the watermark: made for model calls of minutes and clocks that disagree."""
+
+    max_call_ms: int = 600_000  # the longest call (a common client timeout): halves pair this long
+    max_skew_ms: int = 120_000  # how far two gateways' clocks (or one event) may run ahead
     lateness_ms: int = 5_000
     retention_ms: int = 120_000
     min_pairing_rate: float = 0.90  # below this, promotion is blocked
     max_pending: int = 200_000  # open requests per experiment before the oldest are shed
+
+    def __post_init__(self) -> None:
+        if self.max_call_ms <= 0 or self.max_skew_ms < 0 or self.lateness_ms < 0:
+            raise ValueError("max_call_ms must be > 0, max_skew_ms and lateness_ms >= 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""Pair the halves of each request by request id, with an event-time watermark.
+"""Pair the halves of each request by request id; the watermark comes from the caller.
 
 faust-streaming has no stream-stream join, so pairing is a small state machine over a
 mapping (a dict in the replay, a changelogged Faust Table in the worker). Values are
@@ -6,13 +6,16 @@ reassigned, never mutated, so a Table persists every change.
 
 Rules:
 - a pair is emitted as soon as the primary and another arm of the same request are both in;
-- a request still incomplete when the watermark passes `start + timeout` becomes an orphan,
-  counted against the arm that is missing (replica halves are sampled, so a missing replica
-  is not an orphan);
+- a request still incomplete when the watermark passes `start + max_call_ms` becomes an
+  orphan, counted against the arm that is missing (replica halves are sampled, so a missing
+  replica is not an orphan). The watermark (`shadowlens.pipeline.progress`) already trails
+  the newest completion by lateness and the skew allowance, so a call may take up to
+  `max_call_ms` on a gateway whose clock is up to `max_skew_ms` off and still pair;
 - a half seen twice never makes a second pair; the request id is remembered as closed until
-  the watermark passes `start + timeout + retention`, so late duplicates are recognised;
+  the watermark passes `start + max_call_ms + retention`, so late duplicates are recognised;
 - a half that arrives after its request was closed as an orphan is counted as late;
-- memory is bounded: a closed request keeps only which arms it saw, and an experiment with
+- memory is bounded: a paired half keeps no body (only the primary's is kept, for a replica
+  still to come), a closed request keeps only which arms it saw, and an experiment with
   more than `max_pending` open requests sheds its oldest ones early, as orphans (counted).
 """
 
@@ -31,7 +34,7 @@ class Pending:
     """The halves seen so far of one request."""
 
     start_time_ms: int
-    events: tuple[Event, ...] = ()
+    events: tuple[Event, ...] = ()  # the primary and the halves not paired yet
     paired_arms: tuple[str, ...] = ()  # non-primary arms already paired with the primary
     closed: bool = False  # orphans were emitted; kept only to recognise stragglers
     seen_arms: tuple[str, ...] = ()  # arms of a closed request (its events are dropped)
@@ -39,14 +42,17 @@ class Pending:
     def arm(self, arm: str) -> Event | None:
         return next((e for e in self.events if e.arm == arm), None)
 
+    def has(self, arm: str) -> bool:
+        return arm in self.paired_arms or self.arm(arm) is not None
+
     @property
     def experiment(self) -> str:
         return self.events[0].experiment if self.events else ""
 
     def close(self) -> Pending:
         """Forget the bodies; remember only what is needed to spot stragglers."""
-        arms = (*self.seen_arms, *(str(e.arm) for e in self.events))
-        return Pending(self.start_time_ms, (), self.paired_arms, True, arms)
+        arms = (*(str(e.arm) for e in self.events), *self.paired_arms)
+        return Pending(self.start_time_ms, (), (), True, arms)
 
 
 class Drop(StrEnum):
@@ -58,10 +64,14 @@ class Drop(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PairingConfig:
-    timeout_ms: int = 30_000  # how long to wait for the other half, in event time
-    lateness_ms: int = 5_000  # how far behind the newest completion the watermark trails
+    max_call_ms: int = 600_000  # how long a call may take: the other half is awaited this long
+    max_skew_ms: int = 120_000  # how far a gateway's clock (or one event) may run ahead
+    lateness_ms: int = 5_000  # how far out of completion order events may arrive
     retention_ms: int = 120_000  # how long a closed request id is remembered
     max_pending: int = 200_000  # open requests per experiment before the oldest are shed
+
+
+Orphan = tuple[Event, str, int]  # (present half, missing arm, deadline: its event time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +79,7 @@ class Matched:
     """What one event or one sweep produced."""
 
     pairs: tuple[tuple[Event, Event], ...] = ()  # (primary, other)
-    orphans: tuple[tuple[Event, str], ...] = ()  # (present half, missing arm)
+    orphans: tuple[Orphan, ...] = ()
     singles: tuple[Event, ...] = ()  # split-mode events, scored alone
     dropped: tuple[tuple[Event, Drop], ...] = ()
     shed: int = 0  # open requests closed early because their experiment hit max_pending
@@ -77,24 +87,19 @@ class Matched:
 
 
 class Pairer:
-    """Joins halves in `state` (request id -> Pending) and tracks the watermark."""
+    """Joins halves in `state` (request id -> Pending); `sweep` closes them by a watermark."""
 
     def __init__(
-        self,
-        state: MutableMapping[str, Pending],
-        config: PairingConfig | None = None,
-        watermark_ms: int = 0,
+        self, state: MutableMapping[str, Pending], config: PairingConfig | None = None
     ) -> None:
         self.state = state
         self.config = config or PairingConfig()
-        self.watermark_ms = watermark_ms
         self.open_requests: Counter[str] = Counter(
             p.experiment for p in state.values() if not p.closed
         )
 
     def add(self, event: Event) -> Matched:
         """Take one half; return the pair it completes, if any."""
-        self.watermark_ms = max(self.watermark_ms, event.completed_ms - self.config.lateness_ms)
         if event.mode == "split":
             return Matched(singles=(event,))
         key = event.request_id
@@ -102,21 +107,22 @@ class Pairer:
         if pending.closed:
             seen = event.arm in pending.seen_arms
             return Matched(dropped=((event, Drop.DUPLICATE if seen else Drop.LATE),))
-        if pending.arm(event.arm) is not None:
+        if pending.has(event.arm):
             return Matched(dropped=((event, Drop.DUPLICATE),))
         primary = event if event.arm == Arm.PRIMARY else pending.arm(Arm.PRIMARY)
         partners = (
-            [e for e in pending.events if e.arm not in pending.paired_arms]
+            [e for e in pending.events if e.arm != Arm.PRIMARY]
             if event.arm == Arm.PRIMARY
             else ([event] if primary is not None else [])
         )
+        kept = (*pending.events, event) if primary is None else (primary,)
         self.state[key] = replace(
             pending,
             start_time_ms=min(pending.start_time_ms, event.start_time_ms),
-            events=(*pending.events, event),
+            events=kept,
             paired_arms=(*pending.paired_arms, *(str(e.arm) for e in partners)),
         )
-        if not pending.events:
+        if not pending.events:  # a new request (an open one always keeps a half)
             self.open_requests[event.experiment] += 1
         pairs = tuple((primary, other) for other in partners) if primary is not None else ()
         if self.open_requests[event.experiment] > self.config.max_pending:
@@ -136,39 +142,39 @@ class Pairer:
             pairs=pairs, orphans=tuple(orphans), shed=len(oldest), shed_experiment=experiment
         )
 
-    def _close(self, key: str) -> list[tuple[Event, str]]:
+    def _close(self, key: str) -> list[Orphan]:
         pending = self.state[key]
         self.open_requests[pending.experiment] -= 1
         self.state[key] = pending.close()
-        return _orphans_of(pending)
+        return _orphans_of(pending, pending.start_time_ms + self.config.max_call_ms)
 
-    def sweep(self) -> Matched:
-        """Close requests whose timeout passed the watermark; forget old closed ones."""
+    def sweep(self, watermark_ms: int) -> Matched:
+        """Close requests whose call could have ended before `watermark_ms`; forget closed
+        ones after their retention."""
         cfg, orphans = self.config, []
         for key, pending in list(self.state.items()):
-            deadline = pending.start_time_ms + cfg.timeout_ms
+            deadline = pending.start_time_ms + cfg.max_call_ms
             if pending.closed:
-                if deadline + cfg.retention_ms <= self.watermark_ms:
+                if deadline + cfg.retention_ms <= watermark_ms:
                     del self.state[key]
                 continue
-            if deadline > self.watermark_ms:
+            if deadline > watermark_ms:
                 continue
             orphans.extend(self._close(key))
         return Matched(orphans=tuple(orphans))
 
     def flush(self) -> Matched:
         """End of input: every open request is complete or an orphan now."""
-        self.watermark_ms = max(
-            [self.watermark_ms]
-            + [p.start_time_ms + self.config.timeout_ms for p in self.state.values()]
-        )
-        return self.sweep()
+        orphans = [
+            o for key, p in list(self.state.items()) if not p.closed for o in self._close(key)
+        ]
+        return Matched(orphans=tuple(orphans))
 
 
-def _orphans_of(pending: Pending) -> list[tuple[Event, str]]:
+def _orphans_of(pending: Pending, deadline_ms: int) -> list[Orphan]:
     primary = pending.arm(Arm.PRIMARY)
     if primary is None:
-        return [(e, str(Arm.PRIMARY)) for e in pending.events]
-    if pending.arm(Arm.CANDIDATE) is None:
-        return [(primary, str(Arm.CANDIDATE))]
+        return [(e, str(Arm.PRIMARY), deadline_ms) for e in pending.events]
+    if not pending.has(Arm.CANDIDATE):
+        return [(primary, str(Arm.CANDIDATE), deadline_ms)]
     return []

@@ -53,6 +53,7 @@ _PAIR_VALUES = (
     "candidate_ttft_ms",
     "latency_ratio",
     "latency_delta_ms",
+    "start_skew_ms",
     "primary_cost_usd",
     "candidate_cost_usd",
     "cost_delta_usd",

@@ -12,6 +12,9 @@ p of both is task p). For each record, in partition order:
   pairs, orphans and split singles are scored (`shadowlens.comparators.pairs`) and produced to
   ``shadow.pairs`` keyed by experiment.
 
+Each event read from the events topic is first checked against its partition's progress
+(`shadowlens.pipeline.progress`, with the wall clock): one dated too far ahead, or with a
+call longer than ``pairing.max_call_ms``, is dead-lettered and moves nothing.
 Orphans are swept by the task's event-time watermark, after each batch and on a timer.
 Every task then publishes its progress -- "no pair older than W will come from me" --
 to every pairs partition; the judging side closes windows at the minimum over tasks.
@@ -24,6 +27,7 @@ flushed (`Pairer.flush`) and it reports the end watermark.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections import Counter, defaultdict
@@ -37,7 +41,14 @@ from shadowlens.job.redaction import redact_score
 from shadowlens.job.scoring import Scorer, pairing_config
 from shadowlens.judge.policy import Policy
 from shadowlens.pipeline.pairing import Matched, Pairer, Pending
-from shadowlens.schemas.events import DeadLetter, InvalidEvent, decode_event
+from shadowlens.pipeline.progress import Admitted, Progress
+from shadowlens.schemas.events import (
+    DeadLetter,
+    DeadLetterReason,
+    Event,
+    InvalidEvent,
+    decode_event,
+)
 from shadowlens.schemas.markers import END_OF_INPUT, TYPE_HEADER
 from shadowlens.streams.codec import check_storable, decode_pending, encode_pending
 from shadowlens.streams.config import Settings
@@ -70,6 +81,8 @@ log = logging.getLogger(__name__)
 
 REPUBLISH_S = 10.0  # a task re-sends an unchanged watermark this often
 
+Source = tuple[bytes, bytes | None, str]  # an event's bytes, its record key, topic/partition/offset
+
 
 class PairingTask:
     """What one events partition owns: its slice of the pairing table, its Pairer, and the
@@ -87,11 +100,14 @@ class PairingTask:
             stage.meta, partition, orjson.dumps, orjson.loads
         )
         self.scorer = Scorer(stage.policy)
-        self.pairer = Pairer(self.state, pairing_config(stage.policy), int(self.meta.get("wm", 0)))
-        self.lateness_ms = stage.policy.pairing.lateness_ms
+        config = pairing_config(stage.policy)
+        self.pairer = Pairer(self.state, config)
         self.others = [q for q in range(stage.partitions) if q != partition]
         # progress of this task's events partition, which it forwards to the others
-        self.events_wm = int(self.meta.get("events_wm", 0))
+        self.progress: Progress[Source] = Progress(
+            config, int(self.meta.get("newest", 0)), _held(self.meta.get("held"))
+        )
+        self.followed_ms = int(self.meta.get("followed", 0))  # adopted while idle
         self.events_done = bool(self.meta.get("events_done", False))
         self.input_at = time.monotonic()
         # progress of what each other task forwards here; END_MS once its input ended
@@ -104,22 +120,28 @@ class PairingTask:
     def score(self, matched: Matched) -> list[PairScore]:
         return self.scorer.score(matched)
 
-    def saw_event(self, completed_ms: int) -> None:
-        self.events_wm = max(self.events_wm, completed_ms - self.lateness_ms)
+    @property
+    def events_wm(self) -> int:
+        """This events partition's progress: its accepted events', or what it followed."""
+        return max(self.progress.watermark_ms, self.followed_ms)
+
+    def saw_event(self) -> None:
         self.events_done = False
         self.input_at = time.monotonic()
 
     def follow_if_idle(self, idle_after_s: float) -> None:
         """An events partition that has been silent for `idle_after_s` (wall clock) would
         hold every other task's watermark back: it follows the most advanced one instead.
-        Event time, not the wall clock, so a replay of old traffic behaves the same."""
+        Event time, not the wall clock, so a replay of old traffic behaves the same. What it
+        follows is another partition's `Progress`, which no single event moves further
+        than the skew allowance its watermark already trails by: nothing bad to spread."""
         if not idle_after_s or self.events_done:
             return
         if time.monotonic() - self.input_at < idle_after_s:
             return
         others = [v for v in self.forward.values() if v != END_MS]
         if others and max(others) > self.events_wm:
-            self.events_wm = max(others)
+            self.followed_ms = max(others)
 
     def forward_progress(self) -> int:
         """What this task tells the others: no forwarded event completing earlier will come."""
@@ -135,24 +157,23 @@ class PairingTask:
     def inputs_ended(self) -> bool:
         return self.events_done and all(self.forward.get(q) == END_MS for q in self.others)
 
-    def progress_ms(self, timeout_ms: int) -> int:
-        """The pair-time watermark this task publishes: no later pair is older."""
-        return END_MS if self.ended else self.watermark_ms() - timeout_ms
+    def progress_ms(self) -> int:
+        """The pair-time watermark this task publishes: where it last swept. A later pair
+        completes after the watermark and a later orphan's deadline is past the sweep."""
+        return END_MS if self.ended else self.swept_ms
 
     def sweep(self, step_ms: int) -> Matched:
         wm = self.watermark_ms()
         if wm - self.swept_ms < step_ms:
             return Matched()
         self.swept_ms = wm
-        raw, self.pairer.watermark_ms = self.pairer.watermark_ms, wm
-        try:
-            return self.pairer.sweep()
-        finally:
-            self.pairer.watermark_ms = max(raw, self.pairer.watermark_ms)
+        return self.pairer.sweep(wm)
 
     def remember(self) -> None:
-        self.meta["wm"] = self.pairer.watermark_ms
-        self.meta["events_wm"] = self.events_wm
+        self.meta["newest"] = self.progress.newest_ms
+        held = self.progress.held
+        self.meta["held"] = None if held is None else _held_doc(held[1])
+        self.meta["followed"] = self.followed_ms
         self.meta["events_done"] = self.events_done
         self.meta["forward"] = {str(q): v for q, v in self.forward.items()}
         self.meta["ended"] = self.ended
@@ -180,7 +201,6 @@ class PairingStage:
         self.policy = policy
         self.partitions = events_partitions
         self.pairs_partitions = pairs_partitions
-        self.timeout_ms = policy.pairing.timeout_ms
         self.sweep_step_ms = max(1, policy.windows.size_ms // 10)
         self.pending = task_table(app, "pairing", events_partitions)
         self.meta = task_table(app, "pairing-meta", events_partitions)
@@ -271,6 +291,7 @@ class PairingStage:
                 task.forward[mark.partition] = mark.watermark_ms
                 continue
             if kind == END_OF_INPUT:
+                self._admitted(task, task.progress.end(), sends, scores, now_ms)
                 task.events_done = True
                 continue
             raw = msg.value if msg.value is not None else b""
@@ -280,26 +301,58 @@ class PairingStage:
             except InvalidEvent as exc:
                 self._dead(sends, DeadLetter.of(exc, raw, now_ms, source), msg.key)
                 continue
-            if msg.topic == s.topic_events:
-                task.saw_event(decoded.completed_ms)
-                target = pairing_partition(decoded.request_id, self.partitions)
-                if target != task.partition:
-                    self.counts["rekeyed"] += 1
-                    key = decoded.request_id.encode()
-                    sends.append((s.topic_repartition, key, raw, target, None))
-                    continue
-            self.counts["events"] += 1
-            task.ended = False
-            try:
-                check_storable(decoded)
-                matched = task.pairer.add(decoded)
-                self._count_shed(matched)
-                scores += task.score(matched)
-            except Exception as exc:  # a bug must not stop the stream: keep the bytes
-                log.exception("pairing failed for %s", source)
-                letter = DeadLetter("processing_error", repr(exc)[:500], raw, now_ms, None, source)
-                self._dead(sends, letter, msg.key)
+            if msg.topic == s.topic_events:  # forwarded ones were checked where they came in
+                task.saw_event()
+                admitted = task.progress.admit(decoded, (raw, msg.key, source), now_ms)
+                self._admitted(task, admitted, sends, scores, now_ms)
+            else:
+                self._pair(task, decoded, (raw, msg.key, source), sends, scores, now_ms)
         return task, sends, scores + self._advance(task)
+
+    def _admitted(
+        self,
+        task: PairingTask,
+        admitted: Admitted[Source],
+        sends: list[Record],
+        scores: list[PairScore],
+        now_ms: int,
+    ) -> None:
+        """Dead-letter what the progress check rejected; route and pair what it accepted."""
+        for r in admitted.rejected:
+            raw, key, source = r.payload
+            letter = DeadLetter(r.reason, r.detail, raw, now_ms, r.event.request_id, source)
+            self._dead(sends, letter, key)
+        for event, (raw, key, source) in admitted.accepted:
+            target = pairing_partition(event.request_id, self.partitions)
+            if target != task.partition:
+                self.counts["rekeyed"] += 1
+                sends.append(
+                    (self.settings.topic_repartition, event.request_id.encode(), raw, target, None)
+                )
+                continue
+            self._pair(task, event, (raw, key, source), sends, scores, now_ms)
+
+    def _pair(
+        self,
+        task: PairingTask,
+        event: Event,
+        came_as: Source,
+        sends: list[Record],
+        scores: list[PairScore],
+        now_ms: int,
+    ) -> None:
+        self.counts["events"] += 1
+        task.ended = False
+        try:
+            check_storable(event)
+            matched = task.pairer.add(event)
+            self._count_shed(matched)
+            scores += task.score(matched)
+        except Exception as exc:  # a bug must not stop the stream: keep the bytes
+            raw, key, source = came_as
+            log.exception("pairing failed for %s", source)
+            reason = DeadLetterReason.PROCESSING_ERROR
+            self._dead(sends, DeadLetter(reason, repr(exc)[:500], raw, now_ms, None, source), key)
 
     def _count_shed(self, matched: Matched) -> None:
         """The pairing table hit `pairing.max_pending` and closed open requests early."""
@@ -370,7 +423,7 @@ class PairingStage:
         out: list[Record] = []
         pairs_partitions = range(self.pairs_partitions)
         targets = (
-            ("pairs", task.progress_ms(self.timeout_ms), s.topic_pairs, pairs_partitions),
+            ("pairs", task.progress_ms(), s.topic_pairs, pairs_partitions),
             ("forward", task.forward_progress(), s.topic_repartition, task.others),
         )
         for name, progress, topic, partitions in targets:
@@ -397,6 +450,24 @@ class PairingStage:
             "events_by_partition": {str(k): v for k, v in sorted(self.events_by_partition.items())},
             **dict(self.counts),
         }
+
+
+def _held_doc(source: Source) -> dict[str, str | None]:
+    """A held event as the pairing-meta table stores it: its bytes, to decode again."""
+    raw, key, where = source
+    return {
+        "raw": base64.b64encode(raw).decode(),
+        "key": None if key is None else base64.b64encode(key).decode(),
+        "source": where,
+    }
+
+
+def _held(doc: dict[str, str | None] | None) -> tuple[Event, Source] | None:
+    if not doc:
+        return None
+    raw = base64.b64decode(doc["raw"] or "")
+    key = None if doc["key"] is None else base64.b64decode(doc["key"])
+    return decode_event(raw), (raw, key, str(doc["source"]))
 
 
 _PAIRS_H = [(TYPE_HEADER, PAIRS)]

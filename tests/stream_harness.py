@@ -267,10 +267,33 @@ def expected_outcomes(events: Sequence[Event]) -> dict[str, str]:
     }
 
 
+def event_times(events: Sequence[Event]) -> list[int]:
+    """The event time of every pair and orphan the events make (`comparators.pairs`): a
+    pair's completion on the primary's clock, an orphan's pairing deadline."""
+    max_call_ms = load_policy().pairing.max_call_ms
+    requests: dict[str, dict[str, Event]] = {}
+    for e in events:
+        requests.setdefault(e.request_id, {}).setdefault(str(e.arm), e)
+    out = []
+    for halves in requests.values():
+        deadline = min(e.start_time_ms for e in halves.values()) + max_call_ms
+        primary = halves.get(str(Arm.PRIMARY))
+        if primary is None:
+            out.append(deadline)
+            continue
+        others = [e for arm, e in halves.items() if arm != str(Arm.PRIMARY)]
+        out += [
+            primary.start_time_ms + round(max(primary.latency_ms, e.latency_ms)) for e in others
+        ]
+        if str(Arm.CANDIDATE) not in halves:
+            out.append(deadline)
+    return out
+
+
 def last_window_end(events: Sequence[Event]) -> int:
     """`decided_at_ms` of the decision on the last window (see `final_decision_seen`)."""
     size_ms = load_policy().windows.size_ms
-    return window_start(max(e.start_time_ms for e in events), size_ms) + size_ms
+    return window_start(max(event_times(events)), size_ms) + size_ms
 
 
 def store_counts(dsn: str, expected: dict[str, str]) -> dict[str, int]:

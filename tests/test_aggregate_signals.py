@@ -68,7 +68,7 @@ def test_real_answers_through_score_pair() -> None:
     agg.add(score_pair(event("b", text=ANSWER), event("b", "candidate", text=ANSWER), {}))
     cut = event("c", "candidate", text=ANSWER[:20], finish_reason="length")
     agg.add(score_pair(event("c", text=ANSWER), cut, {}))
-    agg.add(score_orphan(event("d"), "candidate", {}))  # no signals: counts nowhere
+    agg.add(score_orphan(event("d"), "candidate", {}, 1_600_000))  # no signals: counts nowhere
     assert agg.refusals == PairedCounts(3, 0, 1, 1, 0)
     assert agg.truncations == PairedCounts(3, 0, 1, 1, 0)
     assert agg.number_mismatches == 2  # "2.1" missing from the refusal and the cut answer

@@ -54,7 +54,7 @@ def test_routes_of_the_cascade_on_real_pairs():
         text_pair("x", gpt4, "  " + gpt4.upper().replace(" ", "\n ")),  # normalised equal
         score_pair(label_p, label_c, {}),
         score_pair(event("f"), failed, {}),
-        score_orphan(event("o"), "candidate", {}),
+        score_orphan(event("o"), "candidate", {}, 1_600_000),
     ]
     enc = CountingEncoder()
     out = SemanticCascade(enc, UNLIMITED)(scores)

@@ -43,7 +43,7 @@ def window(
         rid, lat = f"r{seed}-{i}", float(rng.lognormal(7.5, 0.4))
         primary = event(rid, start=start_ms + i, latency=lat, text=GPT4[i % 100]["output"])
         if rng.random() < orphan_share:
-            agg.add(score_orphan(primary, comparison, {}))
+            agg.add(score_orphan(primary, comparison, {}, primary.start_time_ms))
             continue
         text = (WEAK if rng.random() < weak_share else GPT4)[
             (i + 1) % 100 if weak_share else i % 100

@@ -140,11 +140,12 @@ def test_score_pair_status_disagreement_and_finish_reason() -> None:
 
 
 def test_orphans_count_against_the_missing_arm() -> None:
-    missing_candidate = score_orphan(event(), "candidate", {})
+    missing_candidate = score_orphan(event(), "candidate", {}, 1_600_000)
     assert missing_candidate.outcome == Outcome.CANDIDATE_MISSING
+    assert missing_candidate.event_time_ms == 1_600_000  # declared at its deadline
     assert missing_candidate.candidate_failed and not missing_candidate.primary_failed
     assert missing_candidate.primary_latency_ms == 1000.0
-    missing_primary = score_orphan(event(arm="replica"), "primary", {})
+    missing_primary = score_orphan(event(arm="replica"), "primary", {}, 1_600_000)
     assert missing_primary.outcome == Outcome.PRIMARY_MISSING
     assert missing_primary.comparison == "replica" and missing_primary.primary_failed
 

@@ -89,6 +89,41 @@ def test_cli_replay_with_no_flags_writes_the_store(tmp_path, monkeypatch) -> Non
     assert n == 600 and windows == 600 and decisions > 0
 
 
+def test_cli_replay_of_a_3x_slower_candidate_pairs_everything_and_rolls_back_on_latency(
+    tmp_path,
+) -> None:
+    """Issue 14: an on-prem candidate three times slower (calls up to a minute) once gave 74 %
+    pairing and a 26 % candidate error rate that did not exist. Every half pairs now, its
+    latency counts, and the judge rolls back on latency alone."""
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    out = CliRunner().invoke(
+        app,
+        ["replay", "--latency-factor", "3", "--no-progress", "--dsn", dsn],
+        env={"COLUMNS": "200"},
+    )
+    assert out.exit_code == 0, out.output
+    assert "counts: events=6000, pairs.paired=3000\n" in out.output  # no drop, orphan, letter
+    with Store.open(dsn) as store:
+        (row,) = store.query(
+            "SELECT countIf(outcome = 'paired'), countIf(candidate_failed), "
+            "max(candidate_latency_ms), quantileExact(0.99)(candidate_latency_ms) "
+            "/ quantileExact(0.99)(primary_latency_ms) FROM pairs FINAL"
+        ).result_rows
+        (late,) = store.query("SELECT sum(late_pairs) FROM windows FINAL").result_rows[0]
+        rows = store.query(
+            "SELECT action, evidence.metric, evidence.verdict FROM decisions FINAL"
+        ).result_rows
+    paired, failed, slowest, p99_ratio = row
+    assert (paired, failed, late) == (3_000, 0, 0)
+    assert slowest > 39_000, "the slow arm's latency is not capped by a pairing timeout"
+    assert 2.5 < p99_ratio < 3.5
+    rollbacks = [(m, v) for action, m, v in rows if action == "rollback"]
+    assert rollbacks
+    for metrics, verdicts in rollbacks:
+        failing = {m for m, v in zip(metrics, verdicts, strict=True) if v == "fail"}
+        assert failing == {"latency_p99"}, "a rollback on latency, not on errors"
+
+
 def test_cli_replays_a_jsonl_file_with_bad_lines(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     good = [raw for raw, _ in built_payloads(TrafficSpec(requests=50), Faults())]

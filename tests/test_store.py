@@ -103,9 +103,9 @@ def real_pairs(alpaca: list[tuple[str, str, str]], n: int) -> list[PairScore]:
             finish_reason="stop" if i % 5 else "length",
         )
         if i % 17 == 0:
-            scores.append(score_orphan(primary, "candidate", {}))
+            scores.append(score_orphan(primary, "candidate", {}, t + 600_000))
         elif i % 29 == 0:
-            scores.append(score_orphan(candidate, "primary", {}))
+            scores.append(score_orphan(candidate, "primary", {}, t + 600_000))
         elif i % 13 == 0:
             failed = dataclasses.replace(
                 candidate, status=Status.TIMEOUT, error_type="ReadTimeout", output=Output()
@@ -206,6 +206,7 @@ def test_migrate_creates_every_table_and_is_idempotent(tmp_path: Path) -> None:
         "0004_dead_letters",
         "0005_pair_signals",
         "0006_window_signals",
+        "0007_pair_clock_skew",
     ]
     with Store.open(dsn) as store:
         assert store.migrate() == names

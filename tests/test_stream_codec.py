@@ -265,20 +265,30 @@ def test_pairing_watermark_is_the_minimum_over_every_events_partition() -> None:
     from shadowlens.streams.wire import END_MS
 
     task = _pairing_task()
-    lateness = load_policy().pairing.lateness_ms
-    task.saw_event(100_000)
-    assert task.watermark_ms() == 0, "the other partitions have not reported yet"
-    task.forward = {1: 50_000, 2: 80_000}
-    assert task.watermark_ms() == 50_000
-    task.forward = {1: 200_000, 2: 300_000}
-    assert task.watermark_ms() == 100_000 - lateness, "now its own partition is the slowest"
-    # a half from far ahead (forwarded by a faster partition) moves the Pairer's own
-    # watermark, never this one: the slow partition may still send older halves
+    pp = load_policy().pairing
+    trail = pp.lateness_ms + pp.max_skew_ms
     sample = load_sample()
-    event = build_events(sample.instructions, sample.arrivals, requests=1)[0]
-    task.pairer.add(event)
-    assert task.pairer.watermark_ms > 10**12
-    assert task.watermark_ms() == 100_000 - lateness
+    first, second = build_events(sample.instructions, sample.arrivals, requests=1)[:2]
+    for e in (first, second):  # the first event of a stream waits for a second to agree
+        task.progress.admit(e, (b"", None, ""))
+    own = max(first.completed_ms, second.completed_ms) - trail
+    assert task.events_wm == own
+    assert task.watermark_ms() == 0, "the other partitions have not reported yet"
+    task.forward = {1: own - 50_000, 2: own - 20_000}
+    assert task.watermark_ms() == own - 50_000
+    task.forward = {1: own + 100_000, 2: own + 200_000}
+    assert task.watermark_ms() == own, "now its own partition is the slowest"
+
+    # a half a day ahead moves nothing: held, then dead-lettered when the stream goes on
+    def shifted(rid: str, ms: int):  # type: ignore[no-untyped-def]
+        start, end = second.start_time_ms + ms, (second.end_time_ms or 0) + ms
+        return replace(second, request_id=rid, start_time_ms=start, end_time_ms=end)
+
+    assert task.progress.admit(shifted("ahead", 86_400_000), (b"", None, "")).accepted == ()
+    later = shifted("later", 1)
+    (letter,) = task.progress.admit(later, (b"", None, "")).rejected
+    assert letter.event.request_id == "ahead" and letter.reason == "future_timestamp"
+    assert task.watermark_ms() == own + 1
 
     # end of input: own marker plus every forwarder's end
     assert not task.inputs_ended()
@@ -291,15 +301,18 @@ def test_pairing_watermark_is_the_minimum_over_every_events_partition() -> None:
 
 def test_a_silent_partition_follows_the_others_event_time() -> None:
     task = _pairing_task()
-    task.saw_event(10_000)
+    task.progress.newest_ms = 200_000
+    own = task.events_wm
     task.forward = {1: 500_000, 2: 400_000}
     task.follow_if_idle(60.0)
-    assert task.events_wm < 10_000, "not silent long enough"
+    assert task.events_wm == own, "not silent long enough"
     task.input_at -= 61
     task.follow_if_idle(60.0)
     assert task.events_wm == 500_000
     task.follow_if_idle(0)  # 0 disables; nothing changes
     assert task.events_wm == 500_000
+    task.progress.newest_ms = 900_000  # its own events again: its own progress
+    assert task.events_wm == task.progress.watermark_ms > 500_000
 
 
 def test_the_app_defers_resuming_partitions_until_recovery_has_seeked() -> None:

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from shadowlens.judge.policy import load_policy
-from shadowlens.pipeline.windows import window_start
 from shadowlens.replay.datasets import load_sample
 from shadowlens.replay.faults import Faults, apply_faults
 from shadowlens.replay.traffic import build_events
@@ -27,6 +25,7 @@ from shadowlens.store.client import Store
 from tests.stream_harness import (
     WorkerProcess,
     final_decision_seen,
+    last_window_end,
     make_topics,
     publish_payloads,
     wait_for,
@@ -56,8 +55,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(
     expected = {
         rid: "paired" if str(Arm.CANDIDATE) in a else "candidate_missing" for rid, a in arms.items()
     }
-    size_ms = load_policy().windows.size_ms
-    last_window_end = window_start(max(e.start_time_ms for e in events), size_ms) + size_ms
+    end_ms = last_window_end(events)
 
     topics = make_topics(topic_factory)
     publish_payloads(
@@ -86,7 +84,7 @@ def test_kill_9_mid_stream_then_restart_loses_and_doubles_nothing(
     second = WorkerProcess(env, tmp_path / "second.log")
     try:
         wait_for(
-            lambda: final_decision_seen(kafka_bootstrap, topics.control, last_window_end),
+            lambda: final_decision_seen(kafka_bootstrap, topics.control, end_ms),
             timeout=120,
             what="the decision of the last window after the restart",
             workers=[second],

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from shadowlens.judge.policy import load_policy
-from shadowlens.pipeline.windows import window_start
 from shadowlens.replay.datasets import load_sample
 from shadowlens.replay.faults import Faults, apply_faults
 from shadowlens.replay.traffic import build_events
@@ -25,6 +23,7 @@ from shadowlens.store.client import Store
 from tests.stream_harness import (
     WorkerProcess,
     final_decision_seen,
+    last_window_end,
     make_topics,
     publish_payloads,
     wait_for,
@@ -54,8 +53,7 @@ def test_two_workers_split_partitions_and_hand_over_state(
     expected = {
         rid: "paired" if str(Arm.CANDIDATE) in a else "candidate_missing" for rid, a in arms.items()
     }
-    size_ms = load_policy().windows.size_ms
-    last_window_end = window_start(max(e.start_time_ms for e in events), size_ms) + size_ms
+    end_ms = last_window_end(events)
 
     topics = make_topics(topic_factory)
     dsn = f"chdb://{tmp_path / 'ch'}"
@@ -99,7 +97,7 @@ def test_two_workers_split_partitions_and_hand_over_state(
         )
         publisher.join(timeout=60)
         wait_for(
-            lambda: final_decision_seen(kafka_bootstrap, topics.control, last_window_end),
+            lambda: final_decision_seen(kafka_bootstrap, topics.control, end_ms),
             timeout=90,
             what="the decision of the last window",
             workers=[staying],

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 from shadowlens.judge.policy import load_policy
-from shadowlens.pipeline.windows import window_start
 from shadowlens.replay.datasets import load_sample
 from shadowlens.replay.faults import Faults, apply_faults, interleave, malformed_payloads
 from shadowlens.replay.traffic import build_events
@@ -32,6 +31,7 @@ from tests.stream_harness import (
     bounded_shuffle,
     control_messages,
     final_decision_seen,
+    last_window_end,
     make_topics,
     publish_payloads,
     read_topic,
@@ -103,8 +103,7 @@ def test_worker_pairs_windows_judges_and_dead_letters_20k_events(
         rid: "paired" if str(Arm.CANDIDATE) in a else "candidate_missing" for rid, a in arms.items()
     }
     assert len(expected) == REQUESTS and set().union(*arms.values()) == {"primary", "candidate"}
-    size_ms = load_policy().windows.size_ms
-    last_window_end = window_start(max(e.start_time_ms for e in events), size_ms) + size_ms
+    end_ms = last_window_end(events)
 
     topics = make_topics(topic_factory)
     publish_payloads(
@@ -123,7 +122,7 @@ def test_worker_pairs_windows_judges_and_dead_letters_20k_events(
     worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         wait_for(
-            lambda: final_decision_seen(kafka_bootstrap, topics.control, last_window_end),
+            lambda: final_decision_seen(kafka_bootstrap, topics.control, end_ms),
             timeout=150,
             what="the decision of the last window",
             workers=[worker],
@@ -186,4 +185,4 @@ def test_worker_pairs_windows_judges_and_dead_letters_20k_events(
         m["lease_expires_at_ms"] - m["issued_at_ms"] == load_policy().ramp.lease_ms
         for m in heartbeats
     )
-    assert orjson.loads(orjson.dumps(decisions[-1]))["decided_at_ms"] == last_window_end
+    assert orjson.loads(orjson.dumps(decisions[-1]))["decided_at_ms"] == end_ms
