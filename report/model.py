@@ -26,6 +26,7 @@ from shadowlens.report.rows import (
     Overview,
     QualityHistogram,
     SegmentRow,
+    SkewRow,
 )
 from shadowlens.report.verdict import GoNoGo, go_no_go
 from shadowlens.store.client import Store
@@ -50,6 +51,7 @@ class ReportData:
     cost: CostProjection
     verdict: GoNoGo
     dead_letters: tuple[tuple[str, int], ...] = field(default=())
+    clock_skew: tuple[SkewRow, ...] = field(default=())
 
 
 def _float(v: Any) -> float | None:
@@ -111,6 +113,7 @@ def load(
         cost=cost_projection(overview, total, monthly_requests, migration_cost_usd),
         verdict=go_no_go(decisions, policy),
         dead_letters=letters,
+        clock_skew=tuple(_skew(r) for r in rows["clock_skew"]),
     )
 
 
@@ -150,6 +153,10 @@ def _segment(r: dict[str, Any]) -> SegmentRow:
         primary_cost_usd=_float(r["primary_cost"]),
         candidate_cost_usd=_float(r["candidate_cost"]),
     )
+
+
+def _skew(r: dict[str, Any]) -> SkewRow:
+    return SkewRow(str(r["arm"]), str(r["provider"]), int(r["pairs"]), _triple(r["skew_ms"]))
 
 
 def _role_order(r: dict[str, Any]) -> int:

@@ -116,6 +116,14 @@ QUERIES: dict[str, str] = {
         FROM pairs FINAL
         WHERE experiment = {experiment:String}
         GROUP BY comparison""",
+    # the compared half's start minus its primary's: clock offset plus dispatch delay
+    "clock_skew": """
+        SELECT comparison AS arm, candidate_provider AS provider, count() AS pairs,
+               quantiles(0.01, 0.5, 0.99)(start_skew_ms) AS skew_ms
+        FROM pairs FINAL
+        WHERE experiment = {experiment:String} AND start_skew_ms IS NOT NULL
+        GROUP BY comparison, candidate_provider
+        ORDER BY comparison, provider""",
     "decisions": """
         SELECT epoch, decided_at, action, from_percent, to_percent, reason,
                evidence.metric AS metric, evidence.segment AS segment,

@@ -82,6 +82,16 @@ class ArmRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SkewRow:
+    """How far one arm and provider's halves started from their primaries' (clock skew)."""
+
+    arm: str  # candidate | replica
+    provider: str
+    pairs: int
+    skew_ms: tuple[float | None, float | None, float | None]  # p1, median, p99
+
+
+@dataclass(frozen=True, slots=True)
 class LatencyCdf:
     levels: tuple[float, ...]
     primary_ms: tuple[float, ...]

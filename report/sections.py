@@ -286,5 +286,31 @@ def data_quality(d: ReportData) -> str:
         + table(
             ["dead letters by reason (all experiments)", "count"], letters, table_id="dead-letters"
         )
-        + "</div></div></section>"
+        + "</div></div>"
+        + clock_skew(d)
+        + "</section>"
     )
+
+
+def clock_skew(d: ReportData) -> str:
+    """Each arm's start time minus its primary's, per provider: the gateways' clock offset
+    plus dispatch delay. Pairing never compares two clocks; this shows how far they drift."""
+    rows = [
+        [e(s.arm), e(s.provider or "-"), fmt_int(s.pairs), *(_signed_seconds(v) for v in s.skew_ms)]
+        for s in d.clock_skew
+    ]
+    if not rows:
+        return ""
+    return (
+        "<h3>Clock skew: start of each half minus its primary's</h3>"
+        + table(
+            ["arm", "provider", "pairs", "p1", "median", "p99"], rows, left=2, table_id="clock-skew"
+        )
+        + f'<p class="note">Pairing tolerates up to {d.policy.pairing.max_skew_ms / 1000:g} s '
+        "(<code>pairing.max_skew_ms</code>); an event dated further ahead of the stream is "
+        "dead-lettered as <code>future_timestamp</code>.</p>"
+    )
+
+
+def _signed_seconds(ms: float | None) -> str:
+    return "-" if ms is None else f"{ms / 1000:+,.2f} s"

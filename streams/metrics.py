@@ -6,9 +6,10 @@ candidate diverges from the primary, how much slower it is, which ramp stage and
 are current, whether the judge is alive (heartbeat age) and whether the worker keeps up
 (consumer lag), how often each arm refuses or is cut off by the token limit, which share
 of the pairs the semantic budget measured, whether ClickHouse takes the writes (store
-health, rows buffered while it fails, retries) and whether the pairing table sheds open
-requests. Names follow the Prometheus conventions: a ``shadowlens_`` prefix, ``_total``
-counters, base units (``_seconds``, ``_ratio``, ``_percent``).
+health, rows buffered while it fails, retries), whether the pairing table sheds open
+requests and how far the gateways' clocks disagree. Names follow the Prometheus
+conventions: a ``shadowlens_`` prefix, ``_total`` counters, base units (``_seconds``,
+``_ratio``, ``_percent``).
 
 The pipeline feeds it through `MetricsSink` (a `shadowlens.job.sinks.Sink`, so it sits in a
 `Tee` next to ClickHouse); the worker also calls `Metrics.set_consumer_lag`,
@@ -21,7 +22,8 @@ ClickHouse writer's state at scrape time::
 
 Segments come from the gateways' events: to keep one misconfigured gateway from creating
 a time series per request, each experiment keeps at most `max_segments` segment labels and
-the rest count under ``segment="_other"``; experiments are capped the same way.
+the rest count under ``segment="_other"``; experiments and providers are capped the same
+way.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ DIVERGENCE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8,
 LATENCY_RATIO_BUCKETS = (0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 3.0, 4.0, 8.0)
 # LLM calls take 0.1 s to minutes.
 LATENCY_SECONDS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120)
+# a half's start minus its primary's: either sign, up to the minutes clocks can drift.
+SKEW_SECONDS_BUCKETS = (-300, -120, -60, -30, -10, -3, -1, -0.1, 0.1, 1, 3, 10, 30, 60, 120, 300)
 
 # The label sets the table repeats.
 BY_COMPARISON = ("experiment", "segment", "comparison")
@@ -129,7 +133,7 @@ class Metrics:
     orphans = Family(
         Counter,
         "shadowlens_orphans_total",
-        "Requests whose other half never arrived before the pairing timeout.",
+        "Requests whose other half never arrived within pairing.max_call_ms.",
         ("experiment", "segment", "missing_arm"),
     )
     split = Family(
@@ -197,6 +201,15 @@ class Metrics:
         "End-to-end latency of successful model calls, per arm.",
         BY_ARM,
         LATENCY_SECONDS_BUCKETS,
+    )
+    clock_skew = Family(
+        Histogram,
+        "shadowlens_clock_skew_seconds",
+        "Start time of each pair's compared half minus its primary's, per arm and provider: "
+        "the gateways' clock offset plus dispatch delay. Pairing does not depend on it; "
+        "pairing.max_skew_ms is how much the watermark tolerates.",
+        ("experiment", "arm", "provider"),
+        SKEW_SECONDS_BUCKETS,
     )
     decisions = Family(
         Counter, "shadowlens_decisions_total", "Judge decisions, by action.", BY_ACTION
@@ -282,6 +295,7 @@ class Metrics:
         self._clock = clock
         self._experiment = _LabelCap(max_experiments)
         self._segment = _LabelCap(max_segments)
+        self._provider = _LabelCap(max_segments)
         self._heartbeats: dict[str, float] = {}
         self._lock = threading.Lock()
         self._built: dict[Family[Any], Counter | Gauge | Histogram] = {
@@ -307,6 +321,7 @@ class Metrics:
                 continue
             if s.outcome == Outcome.PAIRED:
                 self.pairs.labels(exp, seg, s.comparison).inc()
+                self._observe_skew(exp, s)
             else:
                 missing = s.comparison if s.outcome == Outcome.CANDIDATE_MISSING else "primary"
                 self.orphans.labels(exp, seg, missing).inc()
@@ -333,6 +348,11 @@ class Metrics:
                 self.refusals.labels(exp, seg, arm).inc()
             if truncated:
                 self.truncations.labels(exp, seg, arm).inc()
+
+    def _observe_skew(self, exp: str, s: PairScore) -> None:
+        if s.start_skew_ms is not None:
+            provider = self._provider(exp, s.candidate_provider)
+            self.clock_skew.labels(exp, s.comparison, provider).observe(s.start_skew_ms / 1000)
 
     def _observe_latency(self, exp: str, seg: str, s: PairScore) -> None:
         if s.primary_status == "ok" and s.primary_latency_ms is not None:
