@@ -1,4 +1,5 @@
-"""Judging: closed windows, grouped per experiment and end time, become decisions.
+"""Judging: closed windows, grouped per experiment and end time, become decisions; so do
+operators' commands.
 
 One object holds the experiments' judge state (any mutable mapping: a dict in the replay,
 a changelogged task table in the worker) and hands windows and decisions to a sink. It
@@ -13,8 +14,10 @@ from itertools import groupby
 from shadowlens.job.sinks import Sink
 from shadowlens.judge.classifiers import CLASSIFIERS, Classifiers
 from shadowlens.judge.decide import ExperimentState, decide
+from shadowlens.judge.lifecycle import CommandRefused, OperatorCommand, Refusal, commanded
 from shadowlens.judge.policy import Policy
 from shadowlens.judge.ramp import RampState
+from shadowlens.judge.verdicts import Decision
 from shadowlens.pipeline.windows import ClosedWindow
 
 
@@ -53,3 +56,18 @@ class Judging:
             )
             decisions.append(decision)
         self.sink.decisions(decisions)
+
+    def command(self, cmd: OperatorCommand, now_ms: int) -> Decision:
+        """Apply a verified operator command at event time `now_ms` and record its decision;
+        CommandRefused (and nothing changed) when it cannot be applied."""
+        state = self.experiments.get(cmd.experiment)
+        if state is None:
+            raise CommandRefused(
+                Refusal.UNKNOWN_EXPERIMENT, f"no experiment {cmd.experiment!r} is judged here"
+            )
+        ramp_policy = self.policy.ramp
+        step = commanded(state.ramp, state.lifecycle, cmd, ramp_policy, now_ms)
+        decision = step.decision(cmd.experiment, state.ramp, ramp_policy, now_ms)
+        self.experiments[cmd.experiment] = state.after(step)
+        self.sink.decisions([decision])
+        return decision

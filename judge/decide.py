@@ -1,7 +1,8 @@
 """decide(): closed windows of one experiment in, one Decision and the next state out.
 
 Reads like Kayenta's judge: fold windows into per-segment stage evidence -> classify each
-metric per segment with always-valid bounds -> combine verdicts -> walk the ramp. Pure:
+metric per segment with always-valid bounds -> combine verdicts -> let the lifecycle
+(`shadowlens.judge.lifecycle`: the ramp, rollbacks, approvals, stability) take its step. Pure:
 the clock (`now_ms`, event time) and the per-metric classifiers (`Classifiers`, today's by
 default) are arguments.
 
@@ -14,16 +15,17 @@ window spends nothing more.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shadowlens.comparators.aggregate import Aggregate, merged
 from shadowlens.judge.classifiers import CLASSIFIERS, Classifiers, SegmentCase
 from shadowlens.judge.classify import Alphas, QualityReference, classify_pairing
 from shadowlens.judge.evidence_state import SegmentEvidence, _bounded
+from shadowlens.judge.lifecycle import Assessment, Lifecycle, Step, judged
 from shadowlens.judge.policy import Policy
-from shadowlens.judge.ramp import RampState, transition
+from shadowlens.judge.ramp import RampState
 from shadowlens.judge.stats_means import BoundedMeanCS
-from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
+from shadowlens.judge.verdicts import Decision, Evidence, Metric, Verdict
 from shadowlens.pipeline.windows import ClosedWindow
 
 ALL_SEGMENTS = "*"
@@ -46,6 +48,14 @@ class ExperimentState:
     segments: Mapping[str, SegmentEvidence] = field(default_factory=dict)  # this stage
     replicas: Mapping[str, SegmentEvidence] = field(default_factory=dict)  # this stage
     baseline: BoundedMeanCS = field(default_factory=_bounded)  # early quality, kept
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+
+    def after(self, step: Step) -> ExperimentState:
+        """This state moved by a lifecycle step; a (re)started stage is judged on its own
+        evidence."""
+        if step.fresh:
+            return ExperimentState(step.ramp, {}, {}, self.baseline, step.life)
+        return replace(self, ramp=step.ramp, lifecycle=step.life)
 
 
 def metric_alpha(policy: Policy) -> float:
@@ -139,28 +149,18 @@ def decide(
         evidence.append(classify_pairing(segments[ALL_SEGMENTS], ALL_SEGMENTS, policy))
 
     failing = [e for e in evidence if e.verdict == Verdict.FAIL and e.metric in ROLLBACK_METRICS]
-    ramp = state.ramp
-    if failing:
-        action = Action.ROLLBACK
-        reason = _rollback_reason(failing)
-    else:
-        action, reason = _promotion(segments.get(ALL_SEGMENTS), evidence, ramp, policy, now_ms)
-
-    critical = any(e.critical for e in failing)
-    next_ramp = transition(ramp, action, critical, policy.ramp, now_ms)
-    decision = Decision(
-        experiment=experiment,
-        epoch=next_ramp.epoch,
-        action=action,
-        from_percent=ramp.percent(policy.ramp),
-        to_percent=next_ramp.percent(policy.ramp),
-        decided_at_ms=now_ms,
-        reason=reason,
+    overall = segments.get(ALL_SEGMENTS)
+    assessment = Assessment(
+        failing=tuple(failing),
+        failing_reason=_rollback_reason(failing),
+        waiting=_waiting(evidence),
+        pairs=overall.totals.n_paired if overall is not None else 0,
         evidence=tuple(evidence),
     )
-    if next_ramp.epoch != ramp.epoch:  # a new stage is judged on its own evidence
-        return decision, ExperimentState(next_ramp, {}, {}, baseline)
-    return decision, ExperimentState(ramp, segments, replicas, baseline)
+    step = judged(state.ramp, state.lifecycle, assessment, policy.ramp, now_ms)
+    decision = step.decision(experiment, state.ramp, policy.ramp, now_ms, tuple(evidence))
+    judged_state = ExperimentState(state.ramp, segments, replicas, baseline, state.lifecycle)
+    return decision, judged_state.after(step)
 
 
 def _rollback_reason(failing: list[Evidence]) -> str:
@@ -184,22 +184,8 @@ def _worst_segment_blocks(e: Evidence) -> bool:
     return e.observed is not None and e.threshold is not None and e.observed > e.threshold
 
 
-def _promotion(
-    overall: SegmentEvidence | None,
-    evidence: list[Evidence],
-    ramp: RampState,
-    policy: Policy,
-    now_ms: int,
-) -> tuple[Action, str]:
-    rp = policy.ramp
-    if ramp.stage_index == len(rp.stages_percent) - 1:
-        return Action.HOLD, "ramp complete: candidate serves 100 %"
-    held = ramp.held_ms(now_ms)
-    if held < rp.min_hold_ms:
-        return Action.HOLD, f"stage held {held / 1000:.0f} s of {rp.min_hold_ms / 1000:.0f} s"
-    pairs = overall.totals.n_paired if overall is not None else 0
-    if pairs < rp.min_pairs:
-        return Action.HOLD, f"stage has {pairs} pairs of {rp.min_pairs} needed"
+def _waiting(evidence: list[Evidence]) -> str:
+    """What keeps the evidence from letting the ramp move on ("" when nothing does)."""
     blocking = [
         e
         for e in evidence
@@ -208,8 +194,8 @@ def _promotion(
         or (e.segment == ALL_SEGMENTS and e.verdict == Verdict.INCONCLUSIVE)
         or _worst_segment_blocks(e)
     ]
-    if blocking:
-        return Action.HOLD, "waiting for evidence: " + "; ".join(
-            f"{e.metric} [{e.segment}] {e.verdict}" for e in blocking
-        )
-    return Action.PROMOTE, f"stage passed after {held / 1000:.0f} s and {pairs} pairs"
+    if not blocking:
+        return ""
+    return "waiting for evidence: " + "; ".join(
+        f"{e.metric} [{e.segment}] {e.verdict}" for e in blocking
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum, StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -75,13 +76,47 @@ class PairingPolicy:
             raise ValueError("max_call_ms must be > 0, max_skew_ms and lateness_ms >= 0")
 
 
+class AfterRollback(StrEnum):
+    """What a rolled-back experiment does next (`ramp.after_rollback`)."""
+
+    HOLD = "hold"  # wait for an operator's `resume` (the seeds' default)
+    RETRY = "retry"  # promote again on fresh passing evidence for what failed
+
+
+class Approval(StrEnum):
+    """Which of the judge's steps wait for `shadowlens control approve` (`ramp.approval`)."""
+
+    NONE = "none"
+    PROMOTIONS = "promotions"  # Flagger's confirm-promotion gate
+    ROLLBACKS = "rollbacks"  # an incident commander approves each rollback
+    BOTH = "both"
+
+    def gates(self, promote: bool) -> bool:
+        """Whether a promotion (or, with promote=False, a rollback) needs approval."""
+        wanted = Approval.PROMOTIONS if promote else Approval.ROLLBACKS
+        return self in (wanted, Approval.BOTH)
+
+
+DAY_MS = 24 * 3600 * 1000
+
+
 @dataclass(frozen=True, slots=True)
 class RampPolicy:
     stages_percent: tuple[float, ...] = (0, 1, 5, 10, 25, 50, 75, 100)
     min_hold_ms: int = 120_000  # event time a stage must run before promotion
     min_pairs: int = 200  # pairs a stage must see before promotion
     heartbeat_ms: int = 10_000
-    lease_ms: int = 30_000  # routers freeze if no heartbeat within this
+    lease_ms: int = 30_000  # routers fall back to the primary if no message within this
+    after_rollback: AfterRollback = AfterRollback.HOLD
+    retry_after_ms: int = 600_000  # retry: event time after a rollback before a retry
+    max_retries: int = 2  # retry: automatic retries; then an operator must resume
+    approval: Approval = Approval.NONE
+    stability_ms: int = 30 * DAY_MS  # at 100 %: how long drift is watched before the old
+    # deployment may be decommissioned (replays pass --stability-ms: they are short)
+
+    def __post_init__(self) -> None:
+        if min(self.retry_after_ms, self.max_retries, self.stability_ms) < 0:
+            raise ValueError("retry_after_ms, max_retries and stability_ms must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +161,11 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         hint = hints[name]
         if is_dataclass(hint):
             kwargs[name] = _build(hint, value, f"{where}.{name}".lstrip("."))
+        elif isinstance(hint, type) and issubclass(hint, Enum):
+            if value not in {str(v) for v in hint}:
+                allowed = ", ".join(f'"{v}"' for v in hint)
+                raise PolicyError(f"[{where}] {name} must be one of {allowed}, got {value!r}")
+            kwargs[name] = hint(value)
         elif name == "prices":
             kwargs[name] = {
                 model: _build(Price, spec, f"prices.{model}") for model, spec in value.items()

@@ -28,6 +28,27 @@ class Action(StrEnum):
     ROLLBACK = "rollback"
 
 
+class Phase(StrEnum):
+    """Where a migration stands (`shadowlens.judge.lifecycle`; docs/operations.md)."""
+
+    RAMPING = "ramping"  # the judge walks the ramp on its own
+    ROLLED_BACK = "rolled_back"  # one rollback happened; holds until resumed (or a retry)
+    PAUSED = "paused"  # an operator stopped promotions; regressions still roll back
+    AWAITING_APPROVAL = "awaiting_approval"  # a proposed step waits for `approve`
+    STABILITY = "stability"  # at 100 %: the old primary is the shadow, drift is watched
+    COMPLETE = "complete"  # the stability period passed: the old deployment may go
+    ABORTED = "aborted"  # an operator ended the migration: 0 %, final
+
+
+class Command(StrEnum):
+    """What an operator can tell the worker (`shadowlens control ...`)."""
+
+    RESUME = "resume"
+    PAUSE = "pause"
+    ABORT = "abort"
+    APPROVE = "approve"
+
+
 @dataclass(frozen=True, slots=True)
 class Evidence:
     """One metric's verdict for one segment, with the numbers behind it."""
@@ -46,6 +67,33 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
+class Blocker:
+    """A metric and segment whose failure rolled the experiment back and holds it."""
+
+    metric: Metric
+    segment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A step the judge wants but an operator must approve first (policy `ramp.approval`)."""
+
+    action: Action
+    stage_index: int
+    to_percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    """Who made a decision by command (the key that signed it) and why."""
+
+    key_id: str
+    command: Command
+    command_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """What the judge tells the routing layer, and why."""
 
@@ -57,6 +105,11 @@ class Decision:
     decided_at_ms: int  # event time (watermark) of the decision
     reason: str
     evidence: tuple[Evidence, ...] = field(default=())
+    phase: Phase = Phase.RAMPING  # the lifecycle state after this decision
+    blocking: tuple[Blocker, ...] = ()  # rolled back: what failed
+    proposal: Proposal | None = None  # awaiting approval: the step wanted
+    operator: Operator | None = None  # made by an operator's command
+    decommission_after_ms: int | None = None  # at 100 %: when the old deployment may go
 
     @property
     def failing(self) -> tuple[Evidence, ...]:

@@ -8,7 +8,9 @@ a poisoned record cannot run code in a worker.
   (`Event.to_dict`), decoded back through `shadowlens.schemas.events.decode_event`.
 * Window and judge state (`WindowState`, `ExperimentState` and what they hold): a
   dataclass is ``{"__": "ClassName", field: value, ...}`` for a closed registry of
-  classes; tuples are restored from the field annotations; DDSketches keep their bins.
+  classes; tuples and the judge's enums are restored from the field annotations;
+  DDSketches keep their bins. A field a value lacks (written by an older version) takes
+  its default: a judge state from before the lifecycle reads as ramping.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from ddsketch import DDSketch
 from shadowlens.comparators.aggregate import Aggregate, Moments, PairedCounts
 from shadowlens.judge.decide import ExperimentState
 from shadowlens.judge.evidence_state import SegmentEvidence
+from shadowlens.judge.lifecycle import Lifecycle
 from shadowlens.judge.ramp import RampState
 from shadowlens.judge.stats_means import BoundedMeanCS, GaussianMixtureCS
+from shadowlens.judge.verdicts import Action, Blocker, Metric, Phase, Proposal
 from shadowlens.pipeline.pairing import Pending
 from shadowlens.pipeline.windows import WindowState
 from shadowlens.schemas.events import Event, decode_event
@@ -43,8 +47,12 @@ STATE_TYPES: dict[str, type] = {
         BoundedMeanCS,
         GaussianMixtureCS,
         RampState,
+        Lifecycle,
+        Blocker,
+        Proposal,
     )
 }
+ENUM_TYPES: dict[str, type] = {cls.__name__: cls for cls in (Phase, Metric, Action)}
 
 
 class CodecError(ValueError):
@@ -129,7 +137,7 @@ def _from_doc(doc: Any, hint: str) -> Any:
             return [tuple(x) for x in items]
         return items
     if not isinstance(doc, dict):
-        return doc
+        return ENUM_TYPES[hint](doc) if hint in ENUM_TYPES else doc
     kind = doc.get("__")
     if kind == "map":
         return {k: _from_doc(v, "") for k, v in doc["v"].items()}

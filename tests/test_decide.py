@@ -11,7 +11,7 @@ from shadowlens.comparators.pairs import score_orphan, score_pair
 from shadowlens.judge.classifiers import CLASSIFIERS, SegmentCase
 from shadowlens.judge.decide import ExperimentState, decide
 from shadowlens.judge.policy import ErrorPolicy, Policy, RampPolicy
-from shadowlens.judge.ramp import RampState, transition
+from shadowlens.judge.ramp import RampState, move, target
 from shadowlens.judge.verdicts import Action, Evidence, Metric, Verdict
 from shadowlens.pipeline.windows import ClosedWindow, WindowKey
 from shadowlens.schemas.events import Status
@@ -209,26 +209,26 @@ def test_decide_judges_with_the_classifiers_it_is_given() -> None:
     ]
 
 
-def test_ramp_transitions() -> None:
+def test_ramp_transitions_bump_the_epoch_only_when_the_share_changes() -> None:
     rp = RampPolicy()
     s = RampState()
     for expected in (1, 5, 10, 25, 50, 75, 100, 100):
-        s = transition(s, Action.PROMOTE, False, rp, 0)
+        s = move(s, target(s, Action.PROMOTE, False, rp), rp, 0)
         assert s.percent(rp) == expected
     assert s.epoch == 7  # the last promote at 100 % changes nothing
-    s = transition(s, Action.ROLLBACK, False, rp, 1)
+    s = move(s, target(s, Action.ROLLBACK, False, rp), rp, 1)
     assert s.percent(rp) == 75 and s.epoch == 8
-    s = transition(s, Action.ROLLBACK, True, rp, 2)
+    s = move(s, target(s, Action.ROLLBACK, True, rp), rp, 2)
     assert s.percent(rp) == 0 and s.epoch == 9
-    s = transition(s, Action.ROLLBACK, False, rp, 3)
-    assert s.percent(rp) == 0 and s.epoch == 10
-    assert transition(s, Action.HOLD, False, rp, 4) == s
+    s = move(s, target(s, Action.ROLLBACK, False, rp), rp, 3)
+    assert (s.percent(rp), s.epoch, s.stage_started_ms) == (0, 9, 3)  # 0 % -> 0 %: no epoch
+    assert target(s, Action.HOLD, False, rp) == s.stage_index
 
 
 def test_ramp_complete_holds() -> None:
     state = ExperimentState(RampState(stage_index=7, stage_started_ms=-(10**6)))
     decision, _ = decide("exp", [window()], state, POLICY, 60_000)
-    assert decision.action == Action.HOLD and "complete" in decision.reason
+    assert decision.action == Action.HOLD and "stability period" in decision.reason
 
 
 def test_shrink_weighs_segment_against_global() -> None:

@@ -11,7 +11,7 @@ from shadowlens.gateway import load_json_schema
 from shadowlens.gateway.router import Outcome, RouterState
 from shadowlens.judge.decide import ExperimentState, decide
 from shadowlens.judge.policy import Policy, RampPolicy
-from shadowlens.judge.ramp import RampState, transition
+from shadowlens.judge.ramp import RampState, move, target
 from shadowlens.judge.verdicts import Action, Decision
 from shadowlens.pipeline.windows import ClosedWindow, WindowKey
 from shadowlens.schemas.events import Status
@@ -184,7 +184,7 @@ def test_ramp_up_and_down_through_every_stage_drives_the_router(critical: bool) 
         nonlocal ramp, router, now
         now += 60_000
         before = ramp
-        ramp = transition(ramp, action, crit, rp, now)
+        ramp = move(ramp, target(ramp, action, crit, rp), rp, now)
         decision = Decision(
             "exp", ramp.epoch, action, before.percent(rp), ramp.percent(rp), now, "test"
         )
@@ -211,5 +211,5 @@ def test_ramp_up_and_down_through_every_stage_drives_the_router(critical: bool) 
             step(Action.ROLLBACK)
             assert ramp.stage_index == i and router.traffic_percent == stages[i]
     epoch = ramp.epoch
-    step(Action.ROLLBACK)  # rolling back from 0 % stays at 0 %, but is a new epoch
-    assert ramp.stage_index == 0 and ramp.epoch == epoch + 1 and router.traffic_percent == 0
+    step(Action.ROLLBACK)  # from 0 % to 0 %: no new epoch, a duplicate for the router
+    assert ramp.stage_index == 0 and ramp.epoch == epoch and router.traffic_percent == 0
