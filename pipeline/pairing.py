@@ -16,7 +16,8 @@ Rules:
 - a half that arrives after its request was closed as an orphan is counted as late;
 - memory is bounded: a paired half keeps no body (only the primary's is kept, for a replica
   still to come), a closed request keeps only which arms it saw, and an experiment with
-  more than `max_pending` open requests sheds its oldest ones early, as orphans (counted).
+  more than `max_pending` open requests sheds some early (counted): paired ones first, then
+  the oldest, which become orphans.
 """
 
 from __future__ import annotations
@@ -130,14 +131,16 @@ class Pairer:
         return Matched(pairs=pairs)
 
     def _shed(self, experiment: str, pairs: tuple[tuple[Event, Event], ...]) -> Matched:
-        """Close the oldest tenth of an experiment's open requests now, as orphans."""
+        """Close a tenth of an experiment's open requests now. Those already paired with
+        their candidate go first (they wait only for a replica, and close without an
+        orphan), then the oldest: a call still running is orphaned only as a last resort."""
         open_keys = sorted(
-            (p.start_time_ms, k)
+            (not p.has(Arm.CANDIDATE), p.start_time_ms, k)
             for k, p in self.state.items()
             if not p.closed and p.experiment == experiment
         )
         oldest = open_keys[: max(1, len(open_keys) // 10)]
-        orphans = [o for _, key in oldest for o in self._close(key)]
+        orphans = [o for *_, key in oldest for o in self._close(key)]
         return Matched(
             pairs=pairs, orphans=tuple(orphans), shed=len(oldest), shed_experiment=experiment
         )

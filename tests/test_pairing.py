@@ -222,3 +222,15 @@ def test_an_experiment_over_max_pending_sheds_its_oldest_as_orphans() -> None:
     assert min(int(o[0].request_id[1:]) for o in orphans if o[0].experiment == "exp") == 0
     # a recovered Pairer (e.g. after a restart from the changelog) recounts what is open
     assert Pairer(pairer.state, cfg).open_requests == pairer.open_requests
+
+
+def test_shedding_closes_paired_requests_before_it_orphans_a_running_call() -> None:
+    pairer = Pairer({}, PairingConfig(max_call_ms=10**9, max_pending=20))
+    pairer.add(event("slow", start=0))  # the oldest: its candidate is still running
+    for i in range(1, 20):  # 20 open requests: the limit
+        pairer.add(event(f"r{i}", start=i))
+        pairer.add(event(f"r{i}", "candidate", start=i))  # paired, kept for a replica
+    m = pairer.add(event("new", start=100))
+    assert m.shed == 2 and m.orphans == ()  # the two oldest paired requests, no orphan
+    assert not pairer.state["slow"].closed
+    assert pairer.state["r1"].closed and pairer.state["r2"].closed
