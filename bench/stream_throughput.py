@@ -65,6 +65,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from shadowlens.gateway.keys import generate  # noqa: E402
 from shadowlens.job.pipeline import Pipeline  # noqa: E402
 from shadowlens.job.scoring import Scorer, pairing_config  # noqa: E402
 from shadowlens.job.sinks import MemorySink  # noqa: E402
@@ -240,6 +241,8 @@ def worker_env(bootstrap: str, events_topic: str, workdir: Path) -> dict[str, st
         SHADOWLENS_TOPIC_PAIRS=f"bench-{run}-pairs",
         SHADOWLENS_TOPIC_DEADLETTER=f"bench-{run}-deadletter",
         SHADOWLENS_TOPIC_CONTROL=f"bench-{run}-control",
+        SHADOWLENS_TOPIC_COMMANDS=f"bench-{run}-commands",
+        SHADOWLENS_SIGNING_KEY=generate("bench-worker").private_line(),  # signed, as deployed
         SHADOWLENS_SESSION_TIMEOUT_S="6",
         SHADOWLENS_HEARTBEAT_INTERVAL_S="0.5",
         SHADOWLENS_COMMIT_INTERVAL_S="1",

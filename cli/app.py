@@ -1,11 +1,11 @@
 """The `shadowlens` command line: builds the Typer app and registers the commands.
 
 The commands live by concern: replay_commands.py (replay, publish, with the traffic options
-they share in traffic_options.py), plan_command.py, report_command.py, worker_command.py and
-db_commands.py. The options several commands share are in options.py; what the CLI prints
-and how it fails in output.py; uncaught errors become exit codes in errors.py (the codes in
-exit_codes.py); the config file (``--config``) is read by config_file.py; progress bars are
-in progress.py.
+they share in traffic_options.py), plan_command.py, report_command.py, worker_command.py,
+db_commands.py and control_commands.py (the `control` and `keys` groups). The options
+several commands share are in options.py; what the CLI prints and how it fails in output.py;
+uncaught errors become exit codes in errors.py (the codes in exit_codes.py); the config file
+(``--config``) is read by config_file.py; progress bars are in progress.py.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from shadowlens.cli.control_commands import control, keys
 from shadowlens.cli.db_commands import db_migrate, db_query
 from shadowlens.cli.errors import DEBUG_KEY, ExitCodeGroup
 from shadowlens.cli.exit_codes import epilog
@@ -29,6 +30,8 @@ app = typer.Typer(
 )
 db = typer.Typer(help="The ClickHouse store: migrations and queries.", no_args_is_help=True)
 app.add_typer(db, name="db")
+app.add_typer(control, name="control")
+app.add_typer(keys, name="keys")
 
 
 @app.callback()

@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 4  # ClickHouse or Kafka cannot be reached (or the chdb directory is busy)
     ROLLBACK = 5  # --fail-on-rollback: the judge rolled the migration back (NO-GO)
     NOT_READY = 6  # report --require-go: nothing failed, but the verdict is not GO yet
+    REFUSED = 7  # control: the worker refused the command (the reason is printed)
 
 
 MEANINGS = {
@@ -27,6 +28,7 @@ MEANINGS = {
     ExitCode.UNAVAILABLE: "ClickHouse or Kafka unreachable (or the chdb directory is in use)",
     ExitCode.ROLLBACK: "--fail-on-rollback (or --require-go) and the judge rolled back / NO-GO",
     ExitCode.NOT_READY: "report --require-go and the verdict is NOT YET or NO DATA",
+    ExitCode.REFUSED: "control: the worker refused the command (stale epoch, bad key, ...)",
 }
 
 

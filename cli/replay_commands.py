@@ -3,6 +3,7 @@ judged in-process or published to Kafka for the worker (docs/streaming.md)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +48,14 @@ def replay(
     policy_path: PolicyOption = None,
     progress: ProgressOption = True,
     fail_on_rollback: FailOnRollbackOption = False,
+    stability_ms: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Stability period at 100 % before the old deployment may be decommissioned "
+            "(policy ramp.stability_ms, 30 days in production; a replay is short).",
+        ),
+    ] = 600_000,
     config: ConfigOption = None,
 ) -> None:
     """Replay traffic through the whole job and print per-segment figures and decisions.
@@ -64,6 +73,7 @@ def replay(
     from shadowlens.streams.semantic_stage import make_cascade
 
     policy = policy_from(policy_path)
+    policy = replace(policy, ramp=replace(policy.ramp, stability_ms=stability_ms))
     try:
         enrich = make_cascade(semantic, policy)
     except (ValueError, SemanticBackendUnavailable) as exc:

@@ -3,6 +3,7 @@ SHADOWLENS_* environment and the config file's [worker] table."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -39,6 +40,35 @@ def worker(
         str | None,
         typer.Option(envvar="SHADOWLENS_DSN", help="ClickHouse: chdb://DIR or http(s)://..."),
     ] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="SHADOWLENS_SIGNING_KEY_FILE",
+            exists=True,
+            dir_okay=False,
+            help="The worker's Ed25519 key file (`shadowlens keys new`): signs every control "
+            "message.",
+        ),
+    ] = None,
+    operator_keys: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="SHADOWLENS_OPERATOR_KEYS_FILE",
+            exists=True,
+            dir_okay=False,
+            help="Allowlist of operators' public keys (.pub lines): whose `shadowlens control` "
+            "commands are obeyed. None: every command is refused.",
+        ),
+    ] = None,
+    allow_unsigned: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-unsigned",
+            envvar="SHADOWLENS_ALLOW_UNSIGNED",
+            help="Publish unsigned control messages when no key is given (logged loudly; "
+            "shadowlens_control_unsigned=1). Never in production.",
+        ),
+    ] = None,
     policy_path: PolicyOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -46,7 +76,8 @@ def worker(
 
     Every other setting comes from SHADOWLENS_* environment variables (streams/config.py)
     or the config file's [worker] table. Start more workers with the same app id to split
-    the partitions between them.
+    the partitions between them. Without a signing key the worker does not start, unless
+    --allow-unsigned.
     """
     from shadowlens.streams.worker import run_worker
 
@@ -58,5 +89,8 @@ def worker(
         web_port=web_port,
         dsn=dsn,
         policy=policy_path,
+        signing_key_file=signing_key,
+        operator_keys_file=operator_keys,
+        allow_unsigned=allow_unsigned or None,
     )
     run_worker(settings, policy_from(settings.policy))

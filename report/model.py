@@ -228,7 +228,7 @@ def _agreement(r: dict[str, Any]) -> Agreement:
 def _decisions(rows: list[dict[str, Any]]) -> tuple[DecisionRow, ...]:
     out: list[DecisionRow] = []
     evidence: list[EvidenceRow] = []
-    key: tuple[int, datetime] | None = None
+    key: tuple[int, datetime, str] | None = None
     head: dict[str, Any] = {}
 
     def close() -> None:
@@ -242,11 +242,14 @@ def _decisions(rows: list[dict[str, Any]]) -> tuple[DecisionRow, ...]:
                     to_percent=float(head["to_percent"]),
                     reason=str(head["reason"]),
                     evidence=tuple(evidence),
+                    phase=str(head["phase"]),
+                    operator=str(head["operator_key_id"]),
+                    decommission_after=head["decommission_after"],
                 )
             )
 
     for r in rows:
-        k = (int(r["epoch"]), r["decided_at"])
+        k = (int(r["epoch"]), r["decided_at"], str(r["command_id"]))
         if k != key:
             close()
             key, head, evidence = k, r, []

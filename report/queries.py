@@ -13,7 +13,7 @@ _LEVELS_SQL = ", ".join(f"{q:g}" for q in CDF_LEVELS)
 
 # Every query reads one experiment ({experiment:String}); pairs and decisions are
 # ReplacingMergeTree tables: pairs are read with FINAL, decisions without it, deduplicated
-# per (epoch, decided_at), their sorting key, so a re-inserted decision shows once.
+# per (epoch, decided_at, command_id), their sorting key, so a re-inserted decision shows once.
 QUERIES: dict[str, str] = {
     "experiments": "SELECT DISTINCT experiment FROM pairs ORDER BY experiment",
     "overview": """
@@ -125,7 +125,8 @@ QUERIES: dict[str, str] = {
         GROUP BY comparison, candidate_provider
         ORDER BY comparison, provider""",
     "decisions": """
-        SELECT epoch, decided_at, action, from_percent, to_percent, reason,
+        SELECT epoch, decided_at, action, from_percent, to_percent, reason, phase,
+               command_id, operator_key_id, decommission_after,
                evidence.metric AS metric, evidence.segment AS segment,
                evidence.verdict AS verdict, evidence.observed AS observed,
                evidence.reference AS reference, evidence.threshold AS threshold,
@@ -137,10 +138,10 @@ QUERIES: dict[str, str] = {
             SELECT * FROM decisions
             WHERE experiment = {experiment:String}
             ORDER BY inserted_at DESC
-            LIMIT 1 BY epoch, decided_at
+            LIMIT 1 BY epoch, decided_at, command_id
         )
         LEFT ARRAY JOIN evidence
-        ORDER BY decided_at, epoch""",
+        ORDER BY decided_at, epoch, inserted_at, command_id""",
     # dead letters carry no experiment (most could not be parsed): all of them, by reason
     "dead_letters": """
         SELECT reason, count() AS n, max(received_at) AS last_received

@@ -138,6 +138,9 @@ class DecisionRow:
     to_percent: float
     reason: str
     evidence: tuple[EvidenceRow, ...] = ()
+    phase: str = "ramping"  # the lifecycle phase it left the experiment in
+    operator: str = ""  # the key id of the operator whose command made it
+    decommission_after: datetime | None = None  # at 100 %: when the old deployment may go
 
     @property
     def failing(self) -> tuple[EvidenceRow, ...]:

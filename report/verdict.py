@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shadowlens.judge.policy import Policy
-from shadowlens.judge.verdicts import Action, Metric, Verdict
+from shadowlens.judge.verdicts import Action, Metric, Phase, Verdict
 from shadowlens.report.rows import OVERALL, DecisionRow
 
 
@@ -55,9 +55,11 @@ def limit_text(metric: str, policy: Policy) -> str:
 def go_no_go(decisions: Sequence[DecisionRow], policy: Policy) -> GoNoGo:
     """Where the migration stands against the policy, from the last decision.
 
-    NO-GO: the last decision rolled back, or one of its verdicts fails. GO: the ramp has
-    reached its last stage, or every overall verdict passes (ready for the next stage).
-    NOT YET: nothing fails but the evidence is still inconclusive or missing.
+    NO-GO: the last decision rolled back, one of its verdicts fails, or the experiment is
+    rolled back or aborted. GO: the ramp has reached its last stage (then the headline says
+    when the old deployment may be decommissioned, or why not yet), or every overall verdict
+    passes (ready for the next stage). NOT YET: paused, waiting for an approval, or nothing
+    fails but the evidence is still inconclusive or missing.
     """
     if not decisions:
         return GoNoGo("NO DATA", "no decision yet: the judge has not closed a window", None, ())
@@ -74,8 +76,24 @@ def go_no_go(decisions: Sequence[DecisionRow], policy: Policy) -> GoNoGo:
     if last.action == Action.ROLLBACK or last.failing:
         failing = ", ".join(f"{e.metric} [{e.segment}]" for e in last.failing) or last.reason
         return GoNoGo("NO-GO", f"{last.action} to {stage}: {failing} failed", last, checks)
+    if last.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
+        return GoNoGo(
+            "NO-GO", f"{last.phase.replace('_', ' ')} at {stage}: {last.reason}", last, checks
+        )
+    if last.phase in (Phase.PAUSED, Phase.AWAITING_APPROVAL):
+        return GoNoGo("NOT YET", f"{last.reason} ({stage})", last, checks)
+    if last.phase == Phase.COMPLETE:
+        return GoNoGo(
+            "GO",
+            "decommission-ready: the stability period at 100 % passed; the "
+            "old deployment may be decommissioned",
+            last,
+            checks,
+        )
     if last.to_percent >= final_stage:
-        return GoNoGo("GO", f"ramp complete: the candidate serves {stage}", last, checks)
+        return GoNoGo(
+            "GO", f"ramp complete: the candidate serves {stage}; {last.reason}", last, checks
+        )
     overall = [e for e in last.evidence if e.segment == OVERALL]
     if overall and all(e.verdict == Verdict.PASS for e in overall):
         return GoNoGo("GO", f"every check passes at {stage}: ready to promote", last, checks)

@@ -199,6 +199,7 @@ def decision_columns(decisions: Sequence[Decision]) -> dict[str, list[Any]]:
         "to_percent": [float(d.to_percent) for d in decisions],
         "decided_at": [_dt(d.decided_at_ms) for d in decisions],
         "reason": [d.reason for d in decisions],
+        **_lifecycle_columns(decisions),
     }
     evidence: dict[str, Callable[[Any], Any]] = {
         "metric": str,
@@ -218,6 +219,24 @@ def decision_columns(decisions: Sequence[Decision]) -> dict[str, list[Any]]:
             [convert(getattr(e, name)) for e in d.evidence] for d in decisions
         ]
     return cols
+
+
+def _lifecycle_columns(decisions: Sequence[Decision]) -> dict[str, list[Any]]:
+    """The lifecycle of each decision (migration 0008): phase, blockers, the proposal, the
+    operator who made it by command, and when the old deployment may be decommissioned."""
+    ops = [d.operator for d in decisions]
+    return {
+        "phase": [str(d.phase) for d in decisions],
+        "blocking.metric": [[str(b.metric) for b in d.blocking] for d in decisions],
+        "blocking.segment": [[b.segment for b in d.blocking] for d in decisions],
+        "proposal_action": [str(d.proposal.action) if d.proposal else "" for d in decisions],
+        "proposal_percent": [d.proposal.to_percent if d.proposal else None for d in decisions],
+        "command": [str(o.command) if o else "" for o in ops],
+        "command_id": [o.command_id if o else "" for o in ops],
+        "operator_key_id": [o.key_id if o else "" for o in ops],
+        "operator_reason": [o.reason if o else "" for o in ops],
+        "decommission_after": [_dt_or_none(d.decommission_after_ms) for d in decisions],
+    }
 
 
 def dead_letter_columns(letters: Sequence[DeadLetter]) -> dict[str, list[Any]]:

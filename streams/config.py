@@ -23,6 +23,7 @@ Faust and aiokafka only through `shadowlens.streams.kafka_security`.
 | SHADOWLENS_TOPIC_PAIRS | shadow.pairs | scored pairs + watermarks, keyed by experiment |
 | SHADOWLENS_TOPIC_DEADLETTER | shadow.deadletter | rejected input, original bytes |
 | SHADOWLENS_TOPIC_CONTROL | shadow.control | decisions and heartbeats for routers |
+| SHADOWLENS_TOPIC_COMMANDS | shadow.commands | signed operator commands (`shadowlens control`) |
 | SHADOWLENS_EVENTS_PARTITIONS | 8 | partitions when the worker must create shadow.events |
 | SHADOWLENS_PAIRS_PARTITIONS | 1 | partitions of shadow.pairs / shadow.deadletter (see docs) |
 | SHADOWLENS_CONTROL_PARTITIONS | 1 | partitions of shadow.control |
@@ -52,6 +53,13 @@ Faust and aiokafka only through `shadowlens.streams.kafka_security`.
 | SHADOWLENS_KAFKA_SSL_CAFILE | (system CAs) | CA bundle that signs the brokers' certificates |
 | SHADOWLENS_KAFKA_SSL_CERTFILE | (none) | client certificate (mutual TLS) |
 | SHADOWLENS_KAFKA_SSL_KEYFILE | (none) | its private key |
+| SHADOWLENS_SIGNING_KEY_FILE | (none) | the worker's Ed25519 key file (`shadowlens keys new`) |
+| SHADOWLENS_SIGNING_KEY | (none) | or the key's line itself (secret) |
+| SHADOWLENS_OPERATOR_KEYS_FILE | (none) | allowlist: operators' public keys, one line each |
+| SHADOWLENS_OPERATOR_KEYS | (none) | or the lines themselves (comma-separated) |
+| SHADOWLENS_COMMAND_MAX_AGE_S | 600 | older commands are refused (replays) |
+| SHADOWLENS_CONTROL_KEY | (none) | legacy HMAC key shared with routers: version 1 (secret) |
+| SHADOWLENS_ALLOW_UNSIGNED | false | publish unsigned control messages when there is no key |
 | SHADOWLENS_STATS_INTERVAL_S | 5 | how often the worker logs its counters |
 | SHADOWLENS_REDACT | false | pairs leave the pairing stage with body hashes, not bodies |
 | SHADOWLENS_SEMANTIC | off | semantic similarity of text pairs: off, torch or onnx |
@@ -94,6 +102,7 @@ class Settings:
     topic_pairs: str = "shadow.pairs"
     topic_deadletter: str = "shadow.deadletter"
     topic_control: str = "shadow.control"
+    topic_commands: str = "shadow.commands"
     events_partitions: int = 8
     pairs_partitions: int = 1
     control_partitions: int = 1
@@ -123,6 +132,13 @@ class Settings:
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
+    signing_key_file: Path | None = None
+    signing_key: str = field(default="", repr=False)
+    operator_keys_file: Path | None = None
+    operator_keys: str = ""
+    command_max_age_s: float = 600.0
+    control_key: str = field(default="", repr=False)
+    allow_unsigned: bool = False
     stats_interval_s: float = 5.0
     redact: bool = False
     semantic: str = "off"
@@ -150,6 +166,7 @@ class Settings:
             "commit_interval_s",
             "stats_interval_s",
             "ch_retry_initial_s",
+            "command_max_age_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be > 0")
@@ -164,9 +181,9 @@ class Settings:
             )
         self._check_security()
         names = [self.topic_events, self.topic_repartition, self.topic_pairs]
-        names += [self.topic_deadletter, self.topic_control]
+        names += [self.topic_deadletter, self.topic_control, self.topic_commands]
         if len(set(names)) != len(names):
-            raise SettingsError(f"the five {PREFIX}TOPIC_* names must differ: {names}")
+            raise SettingsError(f"the six {PREFIX}TOPIC_* names must differ: {names}")
 
     def _check_security(self) -> None:
         """Messages name the variables, never their values (some are secrets)."""
@@ -211,7 +228,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value set, for `redact_secrets`."""
-        values = [self.kafka_sasl_password, self.clickhouse_password]
+        values = [self.kafka_sasl_password, self.clickhouse_password, self.control_key]
+        values += self.signing_key.split()[-1:]  # the base64: the secret part of the key's line
         values.append(urlsplit(self.dsn).password or "")
         return [v for v in values if v]
 
@@ -235,7 +253,7 @@ class Settings:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["dsn"] = redact_dsn(self.dsn)
         out["policy"] = str(self.policy) if self.policy else "(built-in)"
-        for name in ("kafka_sasl_password", "clickhouse_password"):
+        for name in ("kafka_sasl_password", "clickhouse_password", "signing_key", "control_key"):
             out[name] = MASK if out[name] else ""
         return out
 

@@ -10,8 +10,17 @@ watermarks every pairing task publishes. Per pairs partition (a task):
 * closed windows are judged (`judge.decide.decide`, through `job.judging.Judging`
   judge so the worker and `shadowlens replay` decide alike); decisions go to
   ``shadow.control`` keyed by experiment (`shadowlens.streams.control`) and to ClickHouse;
-* a timer sends a heartbeat with the lease for every experiment, every
-  ``policy.ramp.heartbeat_ms``.
+* a timer sends a heartbeat with the lease and the lifecycle (phase, what blocks a
+  rolled-back experiment, a proposal waiting for approval) for every experiment, every
+  ``policy.ramp.heartbeat_ms``;
+* operator commands (``shadow.commands``, co-partitioned with ``shadow.pairs``) are checked
+  (schema, an allowlisted operator key, age) and applied by the task that judges their
+  experiment at its event time (`shadowlens.job.judging.Judging.command`); the decision
+  they make goes out like the judge's, with who and why. A refused command changes nothing
+  and is dead-lettered (``command_refused``) with the reason.
+
+Every control message is signed (`shadowlens.streams.control.control_signer`): the worker
+does not start without a key unless told ``--allow-unsigned``.
 
 The owner of the pairs partitions is the worker's only ClickHouse writer (chdb allows one
 process per data directory), and also stores the dead letters (``shadow.deadletter`` has
@@ -33,6 +42,7 @@ from shadowlens.job.judging import Judging
 from shadowlens.job.redaction import redact_letter
 from shadowlens.job.sinks import Sink
 from shadowlens.judge.decide import ExperimentState
+from shadowlens.judge.lifecycle import CommandRefused
 from shadowlens.judge.policy import Policy
 from shadowlens.judge.verdicts import Decision
 from shadowlens.pipeline.windows import ClosedWindow, TumblingWindows, WindowKey, WindowState
@@ -56,6 +66,7 @@ from shadowlens.streams.wire import (
     PAIRS,
     WATERMARK,
     Watermark,
+    dead_letter_record,
     decode_pairs,
     read_dead_letter,
     record_type,
@@ -67,6 +78,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SEP = "\x1f"
+COMMAND_REFUSED = "command_refused"  # the dead-letter reason of a refused command
 
 
 def window_key_str(key: WindowKey) -> str:
@@ -203,7 +215,10 @@ class JudgingStage:
         gapless = set() if settings.exactly_once else {settings.topic_pairs}
         self.positions = Positions(self.counts, gapless=gapless)
         app.positions.append(self.positions)
-        self.signing_key = control.signing_key()
+        self.signer = control.control_signer(settings)
+        self.operators = control.operator_verifier(settings)
+        if metrics is not None:
+            metrics.set_control_unsigned(self.signer.unsigned)
 
     # -- wiring
 
@@ -223,7 +238,16 @@ class JudgingStage:
             async with app.processing():
                 await self.heartbeat()
 
+        async def apply_commands(stream: Any) -> None:
+            async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
+                async with app.processing():
+                    await self.commands(events)
+                    for event in events:
+                        await stream.ack(event)
+
+        commands = app.topic(s.topic_commands, key_serializer="raw", value_serializer="raw")
         app.agent(pairs, name="judging")(judging)
+        app.agent(commands, name="commands")(apply_commands)
         app.timer(self.policy.ramp.heartbeat_ms / 1000.0, name="heartbeat")(heartbeat)
         if dead_letters:
             dlq = app.topic(s.topic_deadletter, key_serializer="raw", value_serializer="raw")
@@ -333,21 +357,47 @@ class JudgingStage:
             )  # fmt: skip
         await self._send_control(messages)
 
+    async def commands(self, events: Sequence[Any]) -> None:
+        """Apply operator commands, each in the task that judges its experiment."""
+        for event in events:
+            msg = event.message
+            if self.positions.fresh(msg):
+                task = self.task(msg.partition)
+                with in_task(task.tp):
+                    await self._command(task, msg)
+
+    async def _command(self, task: JudgingTask, msg: Any) -> None:
+        now_ms = int(time.time() * 1000)
+        raw, source = msg.value or b"", f"{msg.topic}/{msg.partition}/{msg.offset}"
+        max_age_ms = int(self.settings.command_max_age_s * 1000)
+        try:
+            command = control.read_command(raw, self.operators, now_ms, max_age_ms)
+            decision = task.judging.command(command, task.placement_ms())
+        except (control.CommandRejected, CommandRefused) as exc:
+            code = exc.reason if isinstance(exc, control.CommandRejected) else str(exc.refusal)
+            self._count_command(code)
+            log.warning("command %s refused, nothing changed: %s", source, exc)
+            letter = DeadLetter(COMMAND_REFUSED, str(exc), raw, now_ms, None, source)
+            value, headers = dead_letter_record(letter)
+            dlq = self.settings.topic_deadletter
+            await produce(self.app, [(dlq, msg.key, value, None, headers)])
+            return
+        self._count_command("applied")
+        log.warning("command %s applied: %s", source, decision.reason)
+        await self._send_decisions()
+        await produce(self.app, task.changelog())
+
+    def _count_command(self, outcome: str) -> None:
+        self.counts[f"commands.{outcome}"] += 1
+        if self.metrics is not None:
+            self.metrics.observe_command(outcome)
+
     async def heartbeat(self) -> None:
         now_ms = int(time.time() * 1000)
         ramp_policy = self.policy.ramp
         for task in list(self.tasks.values()):
             messages = [
-                (
-                    experiment,
-                    control.heartbeat_message(
-                        experiment,
-                        state.ramp.epoch,
-                        state.ramp.percent(ramp_policy),
-                        now_ms,
-                        ramp_policy.lease_ms,
-                    ),
-                )
+                (experiment, control.heartbeat_message(experiment, state, ramp_policy, now_ms))
                 for experiment, state in task.experiments.items()
             ]
             with in_task(task.tp):
@@ -358,15 +408,9 @@ class JudgingStage:
                     self.metrics.observe_heartbeat(experiment, now_ms)
 
     async def _send_control(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
-        topic, key = self.settings.topic_control, self.signing_key
+        topic, sign = self.settings.topic_control, self.signer
         records: list[Record] = [
-            (
-                topic,
-                experiment.encode(),
-                control.encode(message if key is None else control.sign(message, key)),
-                None,
-                None,
-            )
+            (topic, experiment.encode(), control.encode(sign(message)), None, None)
             for experiment, message in messages
         ]
         await produce(self.app, records)

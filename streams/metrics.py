@@ -40,7 +40,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import start_http_server as _start_http_server
 from shadowlens.comparators.pairs import Outcome, PairScore
-from shadowlens.judge.verdicts import Action, Decision
+from shadowlens.judge.verdicts import Action, Decision, Phase
 from shadowlens.pipeline.windows import ClosedWindow
 from shadowlens.schemas.events import DeadLetter
 
@@ -244,8 +244,8 @@ class Metrics:
     heartbeat_age = Family(
         Gauge,
         "shadowlens_heartbeat_age_seconds",
-        "Seconds since the latest heartbeat, computed at scrape time; routers freeze "
-        "when it exceeds the policy lease.",
+        "Seconds since the latest heartbeat, computed at scrape time; routers fall back to "
+        "the primary when it exceeds the policy lease.",
         BY_EXPERIMENT,
     )
     consumer_lag = Family(
@@ -281,6 +281,25 @@ class Metrics:
         Counter,
         "shadowlens_store_retries_total",
         "Failed ClickHouse writes retried (with capped exponential backoff).",
+    )
+    phase = Family(
+        Gauge,
+        "shadowlens_experiment_phase",
+        "1 for the lifecycle phase the experiment's latest decision left it in "
+        "(ramping, rolled_back, paused, awaiting_approval, stability, complete, aborted).",
+        ("experiment", "phase"),
+    )
+    control_unsigned = Family(
+        Gauge,
+        "shadowlens_control_unsigned",
+        "1 when the worker publishes control messages unsigned (--allow-unsigned): anyone "
+        "who can write to the control topic can move traffic.",
+    )
+    commands = Family(
+        Counter,
+        "shadowlens_commands_total",
+        "Operator commands read, by outcome: applied, or why they were refused.",
+        ("outcome",),
     )
 
     def __init__(
@@ -381,6 +400,15 @@ class Metrics:
         self.last_decision_time.labels(exp).set(decision.decided_at_ms / 1000)
         self.epoch.labels(exp).set(decision.epoch)
         self.stage.labels(exp).set(decision.to_percent)
+        for p in Phase:
+            self.phase.labels(exp, str(p)).set(1.0 if p == decision.phase else 0.0)
+
+    def set_control_unsigned(self, unsigned: bool) -> None:
+        self.control_unsigned.set(1.0 if unsigned else 0.0)
+
+    def observe_command(self, outcome: str) -> None:
+        """An operator command was applied (`applied`) or refused (the reason's code)."""
+        self.commands.labels(outcome).inc()
 
     def observe_heartbeat(self, experiment: str, issued_at_ms: int) -> None:
         """The worker published a heartbeat (or a decision) for `experiment` at this time."""

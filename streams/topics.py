@@ -8,6 +8,9 @@
 * ``shadow.pairs`` and ``shadow.deadletter``: P partitions (default 1, so one worker
   judges and writes ClickHouse). The dead-letter topic is stored in ClickHouse only when
   it has P partitions too: then Faust gives both to the same worker.
+* ``shadow.commands``: signed operator commands (`shadowlens control`), keyed by
+  experiment; P partitions like ``shadow.pairs``, so a command lands in the partition
+  whose task judges its experiment (and Faust gives both to the same worker).
 * ``shadow.control``: read by routers; log-compacted, so a router that starts late reads
   the latest message per experiment (a heartbeat carries the current epoch and percent)
   instead of the whole history. Compaction waits an hour, so recent decisions stay
@@ -66,7 +69,7 @@ async def ensure_topics(settings: Settings) -> Topology:
     await admin.start()
     try:
         names = [s.topic_events, s.topic_repartition, s.topic_pairs]
-        names += [s.topic_deadletter, s.topic_control]
+        names += [s.topic_deadletter, s.topic_control, s.topic_commands]
         counts = await _partition_counts(admin, names)
         n = counts.get(s.topic_events, s.events_partitions)
         p = counts.get(s.topic_pairs, s.pairs_partitions)
@@ -77,6 +80,7 @@ async def ensure_topics(settings: Settings) -> Topology:
             s.topic_pairs: (p, {"retention.ms": str(7 * DAY_MS), **big}),
             s.topic_deadletter: (p, {"retention.ms": str(30 * DAY_MS)}),
             s.topic_control: (s.control_partitions, CONTROL_TOPIC_CONFIG),
+            s.topic_commands: (p, {"retention.ms": str(30 * DAY_MS)}),
         }
         missing = [
             NewTopic(name, parts, s.replication_factor, topic_configs=configs)
@@ -91,6 +95,12 @@ async def ensure_topics(settings: Settings) -> Topology:
                 f"{s.topic_repartition} has {counts[s.topic_repartition]} partitions but "
                 f"{s.topic_events} has {n}: they must match (partition p of both is one "
                 "pairing task). Recreate the repartition topic with the same count."
+            )
+        if counts[s.topic_commands] != p:
+            raise TopologyError(
+                f"{s.topic_commands} has {counts[s.topic_commands]} partitions but "
+                f"{s.topic_pairs} has {p}: they must match (a command goes to the task that "
+                "judges its experiment). Recreate the commands topic with the same count."
             )
         return Topology(n, p, counts[s.topic_deadletter])
     finally:

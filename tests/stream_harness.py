@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from shadowlens.gateway.keys import generate
 from shadowlens.judge.policy import load_policy
 from shadowlens.pipeline.windows import window_start
 from shadowlens.replay.publish import publish
@@ -33,6 +34,7 @@ from shadowlens.streams.app import STATS_MARK
 SHADOWLENS = str(Path(sys.executable).with_name("shadowlens"))
 KAFKA_SH = Path(__file__).resolve().parents[1] / "scripts" / "kafka.sh"
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+WORKER_KEY = generate("test-worker")  # signs the test workers' control messages
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class StreamTopics:
     pairs: str
     deadletter: str
     control: str
+    commands: str
 
 
 def make_topics(topic_factory: Any, events_partitions: int = 4) -> StreamTopics:
@@ -53,6 +56,7 @@ def make_topics(topic_factory: Any, events_partitions: int = 4) -> StreamTopics:
         pairs=topic_factory(1, prefix="pairs", configs=big),
         deadletter=topic_factory(1, prefix="dlq"),
         control=topic_factory(1, prefix="control"),
+        commands=topic_factory(1, prefix="commands"),
     )
 
 
@@ -77,6 +81,7 @@ def worker_env(
         SHADOWLENS_TOPIC_PAIRS=topics.pairs,
         SHADOWLENS_TOPIC_DEADLETTER=topics.deadletter,
         SHADOWLENS_TOPIC_CONTROL=topics.control,
+        SHADOWLENS_TOPIC_COMMANDS=topics.commands,
         # short timeouts: a dead member leaves the group in seconds, not a minute
         SHADOWLENS_SESSION_TIMEOUT_S="6",
         SHADOWLENS_HEARTBEAT_INTERVAL_S="0.5",
@@ -85,6 +90,7 @@ def worker_env(
         SHADOWLENS_STATS_INTERVAL_S="0.5",
         SHADOWLENS_SWEEP_INTERVAL_S="0.5",
         SHADOWLENS_STATE_DIR=str(Path(tempfile.gettempdir()) / "shadowlens-test-state"),
+        SHADOWLENS_SIGNING_KEY=WORKER_KEY.private_line(),
     )
     if policy is not None:
         env["SHADOWLENS_POLICY"] = str(policy)

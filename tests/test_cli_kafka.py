@@ -17,8 +17,9 @@ PARTITIONS = 2
 
 
 def test_publish_from_a_config_file_rebased_to_now(kafka_bootstrap, topic_factory, tmp_path):
-    events, *others = topic_factory.many(5, PARTITIONS, prefix="cli-publish")
+    events, *others = topic_factory.many(6, PARTITIONS, prefix="cli-publish")
     keys = ("topic_repartition", "topic_pairs", "topic_deadletter", "topic_control")
+    keys += ("topic_commands",)
     config = tmp_path / "shadowlens.toml"
     config.write_text(
         f'[worker]\nkafka_bootstrap = "{kafka_bootstrap}"\ntopic_events = "{events}"\n'

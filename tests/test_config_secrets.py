@@ -32,6 +32,7 @@ from shadowlens.streams.config import Settings, SettingsError, redact_secrets
 from shadowlens.streams.kafka_security import aiokafka_options, faust_credentials
 
 from tests.stream_harness import (
+    WORKER_KEY,
     WorkerProcess,
     final_decision_seen,
     last_window_end,
@@ -264,6 +265,8 @@ def test_a_running_worker_prints_no_secret_and_meters_shed_pairs(
     assert b"clickhouse_password': '***'" in log, "the settings line is logged, masked"
     assert SECRET.encode() not in log
     assert b"Zq9-s3cr3t%2Fp%40ss%20word" not in log
+    assert WORKER_KEY.private_line().split()[-1].encode() not in log  # the signing key
+    assert b"signing_key': '***'" in log
     assert SECRET not in metrics
     shed_lines = [x for x in metrics.splitlines() if x.startswith("shadowlens_pairs_shed_total{")]
     shed_metric = sum(float(x.rsplit(" ", 1)[1]) for x in shed_lines)

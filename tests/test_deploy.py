@@ -190,7 +190,7 @@ def test_stage_and_decision_panels_show_the_rollback(replayed_store) -> None:
         sql = expand_macros(panels[title]["targets"][0]["rawSql"], start, end, INTERVAL_S)
         return store.query(sql, {"experiment": EXPERIMENT}).result_rows
 
-    assert run("Last decision") == [("rollback",)]
+    assert run("Last decision") == [("hold, rolled back",)]  # one rollback, then held
     assert run("Current stage") == [(0.0,)]
     assert ("rollback",) in {(r[1],) for r in run("Decisions timeline")}
 

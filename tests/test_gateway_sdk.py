@@ -1,7 +1,7 @@
 """The gateway SDK (gateway/, distribution shadowlens-gateway) stands alone.
 
 Gateways must emit without installing the service: the SDK imports nothing but itself,
-the standard library and its three dependencies (litellm only in its adapter), pins them
+the standard library and its four dependencies (litellm only in its adapter), pins them
 as the service does, and ships the wire contracts the service reuses. The Kafka test
 installs it alone into a fresh venv and emits from there to the real broker.
 """
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 GATEWAY = ROOT / "gateway"
 SDK = GATEWAY / "src"
-DEPENDENCIES = {"aiokafka", "orjson", "fastjsonschema"}
+# cryptography: routers verify Ed25519 signatures with the worker's public keys (issue 11)
+DEPENDENCIES = {"aiokafka", "orjson", "fastjsonschema", "cryptography"}
 EXTRAS = {"litellm": "litellm_callback.py"}  # an optional dependency and its only importer
 SERVICE_ONLY = ("faust", "clickhouse_connect", "numpy", "scipy", "pyarrow", "shadowlens.streams")
 

@@ -163,11 +163,21 @@ ALL_PASS = (
         ((_decision("hold", 5.0, *ALL_PASS[:3], _ev("cost", "inconclusive")),), "NOT YET"),
         ((_decision("promote", 10.0, *ALL_PASS),), "GO"),
         ((_decision("promote", 100.0),), "GO"),
+        # the lifecycle (issue 11): held after a rollback, paused, waiting for approval,
+        # watching at 100 %, decommission-ready
+        ((replace(_decision("hold", 0.0, *ALL_PASS), phase="rolled_back"),), "NO-GO"),
+        ((replace(_decision("rollback", 0.0), phase="aborted"),), "NO-GO"),
+        ((replace(_decision("hold", 5.0, *ALL_PASS), phase="paused"),), "NOT YET"),
+        ((replace(_decision("hold", 5.0, *ALL_PASS), phase="awaiting_approval"),), "NOT YET"),
+        ((replace(_decision("hold", 100.0, *ALL_PASS), phase="stability"),), "GO"),
+        ((replace(_decision("hold", 100.0, *ALL_PASS), phase="complete"),), "GO"),
     ],
 )
 def test_go_no_go_against_the_policy(decisions, status) -> None:
     verdict = go_no_go(decisions, POLICY)
     assert verdict.status == status
+    if decisions and decisions[-1].phase == "complete":
+        assert verdict.headline.startswith("decommission-ready")
     if decisions and decisions[-1].evidence:
         assert next(c.metric for c in verdict.checks) == "latency_p99"
         assert all(c.limit for c in verdict.checks)

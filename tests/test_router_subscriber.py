@@ -1,7 +1,10 @@
 """The SDK's router subscriber (shadowlens.gateway.subscriber) on signed control messages.
 
 Messages are built the way the judge publishes them: `decision_message` of real
-`Decision`s and `heartbeat_message`, checked against control.v1.json, signed with `sign`.
+`Decision`s and `heartbeat_message`, checked against control.v1.json, signed with the
+worker's Ed25519 key. Routers hold the worker's public keys only: they verify, they cannot
+forge (not even with the legacy shared HMAC key), and they accept old and new keys while
+the worker's key rotates.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -22,17 +26,26 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from shadowlens.gateway import load_json_schema
 from shadowlens.gateway import subscriber as rs
-from shadowlens.gateway.control import SIGNING_KEY_ENV
+from shadowlens.gateway.control import PUBLIC_KEYS_ENV, Verifier, sign, sign_hmac
+from shadowlens.gateway.keys import SigningKey, generate, parse_key_ring
+from shadowlens.judge.decide import ExperimentState
+from shadowlens.judge.policy import RampPolicy
+from shadowlens.judge.ramp import RampState
 from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
-from shadowlens.streams.control import decision_message, heartbeat_message, sign
+from shadowlens.streams.control import as_v1, decision_message, heartbeat_message
 
 if TYPE_CHECKING:
     from tests.kafka_fixtures import TopicFactory
 
 T = TypeVar("T")
 SCHEMA = load_json_schema("control.v1.json")
-KEY = b"test-control-key"
+KEY = generate("worker-1")  # the worker's; routers get KEY.public_line() only
 EXP = "gpt4-to-llama3-70b"
+RP = RampPolicy()
+
+
+def verifier(*keys: SigningKey) -> Verifier:
+    return Verifier(parse_key_ring("\n".join(k.public_line() for k in keys or (KEY,))))
 
 
 def now_ms() -> int:
@@ -58,12 +71,16 @@ def control(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def signed_decision(d: Decision, lease_ms: int, key: bytes = KEY) -> dict[str, Any]:
-    return sign(control(decision_message(d, now_ms(), lease_ms)), key)
+def signed_decision(d: Decision, lease_ms: int, key: SigningKey = KEY) -> dict[str, Any]:
+    return control(sign(decision_message(d, now_ms(), lease_ms), key))
 
 
-def signed_heartbeat(epoch: int, percent: float, lease_ms: int) -> dict[str, Any]:
-    return sign(control(heartbeat_message(EXP, epoch, percent, now_ms(), lease_ms)), KEY)
+def signed_heartbeat(
+    epoch: int, percent: float, lease_ms: int, key: SigningKey = KEY
+) -> dict[str, Any]:
+    ramp = RampState(stage_index=RP.stages_percent.index(percent), epoch=epoch)
+    policy = replace(RP, lease_ms=lease_ms)
+    return control(sign(heartbeat_message(EXP, ExperimentState(ramp), policy, now_ms()), key))
 
 
 def run(coro_fn: Callable[[], Awaitable[T]], timeout_s: float = 90) -> T:
@@ -94,25 +111,46 @@ async def publish(bootstrap: str, topic: str, messages: list[dict[str, Any]]) ->
 # --------------------------------------------------------------------------- no broker
 
 
-def test_with_a_key_only_valid_signatures_reach_the_router_state() -> None:
-    sub = rs.RouterSubscriber(EXP, KEY)
+def test_with_keys_only_valid_signatures_reach_the_router_state() -> None:
+    sub = rs.RouterSubscriber(EXP, verifier())
     good = signed_decision(decision(1, Action.PROMOTE, 0, 1), 60_000)
     tampered = {**good, "traffic_percent": 100}
-    other_key = signed_decision(decision(2, Action.PROMOTE, 1, 5), 60_000, key=b"other")
+    impostor = signed_decision(decision(2, Action.PROMOTE, 1, 5), 60_000, key=generate("worker-1"))
+    unknown = signed_decision(decision(2, Action.PROMOTE, 1, 5), 60_000, key=generate("mallory"))
     unsigned = control(decision_message(decision(3, Action.PROMOTE, 1, 5), now_ms(), 60_000))
     outcomes = [
-        sub.receive(orjson.dumps(m), now_ms()) for m in (good, tampered, other_key, unsigned)
+        sub.receive(orjson.dumps(m), now_ms())
+        for m in (good, tampered, impostor, unknown, unsigned)
     ]
     outcomes.append(sub.receive(b"{not json", now_ms()))
-    assert outcomes == ["applied", "bad_signature", "bad_signature", "unsigned", "invalid_json"]
+    assert outcomes == [
+        "applied", "bad_signature", "bad_signature", "unknown_key", "unsigned", "invalid_json"
+    ]  # fmt: skip
     assert sub.weights() | {"lease_expires_at_ms": 0} == {
-        "experiment": EXP, "epoch": 1, "primary": 99.0, "candidate": 1.0, "frozen": False,
-        "lease_expires_at_ms": 0,
+        "experiment": EXP, "epoch": 1, "primary": 99.0, "candidate": 1.0, "fallback": False,
+        "lease_expires_at_ms": 0, "phase": "ramping", "blocking": [], "proposal": "",
+        "decommission_ready": False,
     }  # fmt: skip
 
 
-def test_without_a_key_unsigned_messages_are_applied() -> None:
-    sub = rs.RouterSubscriber(EXP, None)
+def test_a_router_cannot_forge_what_other_routers_accept() -> None:
+    """A router holds public keys only. What it can make -- a message signed by a key of its
+    own under the worker's key id, or the legacy shared HMAC it may still hold -- is refused
+    by every other router."""
+    other_router = rs.RouterSubscriber(EXP, Verifier(verifier().ring, hmac_key=None))
+    promote_all = decision(9, Action.PROMOTE, 0, 100)
+    forged = [
+        signed_decision(promote_all, 60_000, key=generate(KEY.key_id)),
+        sign_hmac(as_v1(decision_message(promote_all, now_ms(), 60_000)), b"the-shared-key"),
+        {**signed_decision(decision(1, Action.HOLD, 0, 0), 60_000), "traffic_percent": 100},
+    ]
+    outcomes = [other_router.receive(orjson.dumps(m), now_ms()) for m in forged]
+    assert outcomes == ["bad_signature", "unknown_key", "bad_signature"]
+    assert other_router.state.epoch == -1 and other_router.weights()["candidate"] == 0.0
+
+
+def test_without_a_verifier_unsigned_messages_are_applied() -> None:
+    sub = rs.RouterSubscriber(EXP, None)  # shadowlens-router --allow-unsigned
     unsigned = control(decision_message(decision(3, Action.PROMOTE, 1, 5), now_ms(), 60_000))
     assert sub.receive(orjson.dumps(unsigned), now_ms()) == "applied"
     assert sub.weights()["candidate"] == 5.0
@@ -125,23 +163,34 @@ def test_the_next_tick_comes_no_later_than_the_lease_expiry() -> None:
     sub.receive(orjson.dumps(decision_message(decision(1, Action.PROMOTE, 0, 1), now, 300)), now)
     assert sub.next_tick_ms(now, 1000) == 300
     sub.tick(now + 300)
-    assert sub.state.frozen and sub.next_tick_ms(now + 300, 1000) == 1000
+    assert sub.state.fallback and sub.next_tick_ms(now + 300, 1000) == 1000
+    assert sub.weights()["candidate"] == 0.0 and sub.weights()["primary"] == 100.0
+
+
+def test_the_router_command_refuses_to_run_without_keys(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWLENS_")}
+    cmd = [sys.executable, "-m", "shadowlens.gateway.subscriber", "--bootstrap", "x:1"]
+    done = subprocess.run(
+        [*cmd, "--experiment", EXP], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "no keys to verify with" in done.stderr
 
 
 # --------------------------------------------------------------------------- on Kafka
 
 
 @pytest.mark.kafka
-def test_applies_good_messages_rejects_the_rest_and_freezes_without_heartbeats(
+def test_applies_good_messages_rejects_the_rest_falls_back_and_follows_a_key_rotation(
     kafka_bootstrap: str, topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
     topic = topic_factory(partitions=1)
     lease_ms = 4000
     out = tmp_path / "weights.json"
     lines: list[str] = []
+    new_key = generate("worker-2")  # the worker's next key: routers trust both meanwhile
 
     async def scenario() -> None:
-        sub = rs.RouterSubscriber(EXP, KEY)
+        sub = rs.RouterSubscriber(EXP, verifier(KEY, new_key))
         stop, ready = asyncio.Event(), asyncio.Event()
         writer = rs.WeightsWriter(out, lines.append)
         follower = asyncio.create_task(
@@ -156,7 +205,7 @@ def test_applies_good_messages_rejects_the_rest_and_freezes_without_heartbeats(
         tampered["traffic_percent"] = 100
         unsigned = control(decision_message(decision(3, Action.PROMOTE, 5, 10), now_ms(), 60_000))
         other = signed_decision(decision(9, Action.PROMOTE, 0, 50, experiment="other"), lease_ms)
-        heartbeat = signed_heartbeat(2, 5, lease_ms)
+        heartbeat = signed_heartbeat(2, 5, lease_ms, key=new_key)  # the worker switched keys
         batch = [promote_1, promote_5, stale, tampered, unsigned, other, heartbeat]
         await publish(kafka_bootstrap, topic, batch)
         await until(lambda: sum(sub.counts.values()) == len(batch))
@@ -165,46 +214,54 @@ def test_applies_good_messages_rejects_the_rest_and_freezes_without_heartbeats(
             "other_experiment": 1, "renewed": 1,
         }  # fmt: skip
         state = sub.state
-        assert (state.epoch, state.traffic_percent, state.frozen) == (2, 5.0, False)
+        assert (state.epoch, state.traffic_percent, state.fallback) == (2, 5.0, False)
         assert state.lease_expires_at_ms == heartbeat["lease_expires_at_ms"]
         written = orjson.loads(out.read_bytes())
-        assert (written["primary"], written["candidate"], written["frozen"]) == (95.0, 5.0, False)
+        assert (written["primary"], written["candidate"], written["fallback"]) == (95.0, 5.0, False)
 
-        # the judge goes quiet: the weights freeze when the heartbeat's lease runs out
-        await until(lambda: sub.state.frozen, timeout_s=lease_ms / 1000 + 10)
+        # the judge goes quiet: the primary takes everything when the lease runs out
+        await until(lambda: sub.state.fallback, timeout_s=lease_ms / 1000 + 10)
         assert now_ms() >= heartbeat["lease_expires_at_ms"]
         written = orjson.loads(out.read_bytes())
-        assert (written["candidate"], written["frozen"]) == (5.0, True)
+        assert (written["candidate"], written["primary"], written["fallback"]) == (0, 100, True)
 
-        # heard again: a heartbeat unfreezes, a signed rollback moves traffic back
-        rollback = signed_decision(decision(3, Action.ROLLBACK, 5, 0), lease_ms)
+        # heard again: a heartbeat restores the share, a signed rollback moves traffic back;
+        # the rotation is over, so a router given only the new key refuses the old one
+        rollback = signed_decision(decision(3, Action.ROLLBACK, 5, 0), lease_ms, key=new_key)
+        late_old = signed_decision(decision(4, Action.PROMOTE, 0, 1), lease_ms)
         await publish(kafka_bootstrap, topic, [signed_heartbeat(2, 5, lease_ms), rollback])
         await until(lambda: sub.state.epoch == 3)
-        assert (sub.state.traffic_percent, sub.state.frozen) == (0.0, False)
+        assert (sub.state.traffic_percent, sub.state.fallback) == (0.0, False)
         assert (sub.counts["renewed"], sub.counts["applied"]) == (2, 3)
+        rotated = rs.RouterSubscriber(EXP, verifier(new_key))
+        assert rotated.receive(orjson.dumps(rollback), now_ms()) == "applied"
+        assert rotated.receive(orjson.dumps(late_old), now_ms()) == "unknown_key"
         stop.set()
         await asyncio.wait_for(follower, 10)
 
     run(scenario)
     shown = [orjson.loads(line) for line in lines]
-    steps = [(w["epoch"], w["candidate"], w["frozen"]) for w in shown]
-    assert steps == [(-1, 0.0, False), (1, 1.0, False), (2, 5.0, False), (2, 5.0, True),
+    steps = [(w["epoch"], w["candidate"], w["fallback"]) for w in shown]
+    assert steps == [(-1, 0.0, False), (1, 1.0, False), (2, 5.0, False), (2, 0.0, True),
                      (2, 5.0, False), (3, 0.0, False)]  # fmt: skip
     assert all(w["primary"] + w["candidate"] == 100.0 for w in shown)
 
 
 @pytest.mark.kafka
-def test_the_command_runs_rejects_unsigned_and_stops_cleanly(
+def test_the_command_verifies_with_public_keys_rejects_unsigned_and_stops_cleanly(
     kafka_bootstrap: str, topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
     topic = topic_factory(partitions=1)
     out = tmp_path / "weights.json"
+    keys = tmp_path / "worker.pub"
+    keys.write_text(KEY.public_line() + "\n")  # what a router is given: no private key
     # published before the router starts: it reads the topic from the beginning
     unsigned = control(decision_message(decision(5, Action.PROMOTE, 0, 100), now_ms(), 60_000))
     signed = signed_decision(decision(1, Action.PROMOTE, 0, 10), 60_000)
     run(lambda: publish(kafka_bootstrap, topic, [unsigned, signed]))
 
-    env = {**os.environ, SIGNING_KEY_ENV: KEY.decode(), "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWLENS_")}
+    env |= {PUBLIC_KEYS_ENV + "_FILE": str(keys), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "shadowlens.gateway.subscriber"]
     cmd += ["--bootstrap", kafka_bootstrap, "--experiment", EXP]
     cmd += ["--topic", topic, "--out", str(out), "--tick-ms", "100"]
@@ -225,6 +282,7 @@ def test_the_command_runs_rejects_unsigned_and_stops_cleanly(
             proc.communicate()
     assert proc.returncode == 0, stderr
     weights = orjson.loads(out.read_bytes())
-    assert (weights["primary"], weights["candidate"], weights["frozen"]) == (90.0, 10.0, False)
+    assert (weights["primary"], weights["candidate"], weights["fallback"]) == (90.0, 10.0, False)
     assert [orjson.loads(line)["candidate"] for line in stdout.splitlines()] == [0.0, 10.0]
     assert "offset 0: unsigned" in stderr and "offset 1: applied" in stderr
+    assert "verifying with keys worker-1" in stderr

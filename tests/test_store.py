@@ -207,6 +207,7 @@ def test_migrate_creates_every_table_and_is_idempotent(tmp_path: Path) -> None:
         "0005_pair_signals",
         "0006_window_signals",
         "0007_pair_clock_skew",
+        "0008_decision_lifecycle",
     ]
     with Store.open(dsn) as store:
         assert store.migrate() == names

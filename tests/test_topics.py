@@ -24,7 +24,7 @@ def _settings(bootstrap: str, **topics: str) -> Settings:
     stem = f"sl-topics-{uuid.uuid4().hex[:10]}"
     names = {
         f"topic_{role}": topics.get(role, f"{stem}.{role}")
-        for role in ("events", "repartition", "pairs", "deadletter", "control")
+        for role in ("events", "repartition", "pairs", "deadletter", "control", "commands")
     }
     return Settings(kafka_bootstrap=bootstrap, events_partitions=3, **names)
 
@@ -48,6 +48,7 @@ def test_creates_missing_topics_with_a_compacted_control_topic(kafka_bootstrap: 
         settings.topic_pairs,
         settings.topic_deadletter,
         settings.topic_control,
+        settings.topic_commands,
     ]
     try:
         topology = asyncio.run(ensure_topics(settings))
@@ -71,8 +72,23 @@ def test_refuses_a_repartition_topic_with_another_partition_count(
     repartition = topic_factory(partitions=2)
     settings = _settings(kafka_bootstrap, events=events, repartition=repartition)
     others = [settings.topic_pairs, settings.topic_deadletter, settings.topic_control]
+    others.append(settings.topic_commands)
     try:
         with pytest.raises(TopologyError, match="must match"):
             asyncio.run(ensure_topics(settings))
     finally:
         asyncio.run(_delete_topics(kafka_bootstrap, others))
+
+
+def test_refuses_a_commands_topic_not_partitioned_like_the_pairs(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    """A command must reach the task that judges its experiment (issue 11)."""
+    settings = _settings(kafka_bootstrap, commands=topic_factory(partitions=2))
+    names = [settings.topic_events, settings.topic_repartition, settings.topic_pairs]
+    names += [settings.topic_deadletter, settings.topic_control]
+    try:
+        with pytest.raises(TopologyError, match="commands"):
+            asyncio.run(ensure_topics(settings))
+    finally:
+        asyncio.run(_delete_topics(kafka_bootstrap, names))

@@ -1,9 +1,9 @@
 """The shadowlens gateway SDK: the two wire contracts and the clients that speak them.
 
-Gateways install this alone (aiokafka, orjson and fastjsonschema; litellm as an extra) to
-emit events (`emitter`, `litellm_callback`); routers use it to follow signed control
-messages (`control`, `router`, `subscriber`). The service depends on it, so the event and
-control schemas shipped here are the only copies.
+Gateways install this alone (aiokafka, orjson, fastjsonschema and cryptography; litellm as
+an extra) to emit events (`emitter`, `litellm_callback`); routers use it to follow signed
+control messages (`keys`, `control`, `router`, `subscriber`). The service depends on it, so
+the event and control schemas shipped here are the only copies.
 """
 
 from __future__ import annotations

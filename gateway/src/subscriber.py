@@ -1,26 +1,35 @@
 """Router subscriber: follow shadow.control and keep the traffic weights a router applies.
 
-    SHADOWLENS_CONTROL_KEY=... python -m shadowlens.gateway.subscriber \\
+    python -m shadowlens.gateway.subscriber --public-keys worker.pub \\
         --bootstrap 127.0.0.1:9092 --experiment gpt4-to-llama3-70b --out weights.json
 
 or ``shadowlens-router ...`` (the same `main`). Prints one JSON line per change of weights
 on stdout, e.g. ``{"experiment": "...", "epoch": 3, "primary": 95.0, "candidate": 5.0,
-"frozen": false, "lease_expires_at_ms": ..., "at_ms": ...}``, and with ``--out`` keeps the
-latest line in that file (replaced atomically: a gateway or a sidecar can poll it). Kafka
-TLS/SASL comes from the worker's SHADOWLENS_KAFKA_* variables (`shadowlens.gateway.kafka_env`).
-What each message did (applied, renewed, stale, rejected ...) is logged on stderr.
+"fallback": false, "phase": "ramping", "lease_expires_at_ms": ..., "at_ms": ...}``, and with
+``--out`` keeps the latest line in that file (replaced atomically: a gateway or a sidecar
+can poll it). Kafka TLS/SASL comes from the worker's SHADOWLENS_KAFKA_* variables
+(`shadowlens.gateway.kafka_env`). What each message did (applied, renewed, stale,
+rejected ...) is logged on stderr.
 
 How it follows the contract (`shadowlens.gateway.router` has the rules):
 
-- **signatures**: with ``SHADOWLENS_CONTROL_KEY`` set, every message must carry a valid
-  HMAC (`shadowlens.gateway.control.verify`); unsigned or tampered ones are rejected before
-  the router state sees them. Without the key nothing is verified (a warning says so);
+- **signatures**: every message must carry a valid Ed25519 signature by one of the
+  worker's public keys (``--public-keys FILE``, ``SHADOWLENS_CONTROL_PUBLIC_KEYS`` or
+  ``..._FILE``; several at once while the worker's key rotates). A router holds public keys
+  only, so it cannot forge what other routers accept. Unsigned, tampered and unknown-key
+  messages are rejected before the router state sees them. Legacy HMAC (version 1) is
+  accepted only with ``SHADOWLENS_CONTROL_KEY`` set. Without any key the router refuses to
+  start, unless ``--allow-unsigned`` (then nothing is verified, and a warning says so);
 - **no consumer group**: every router replica must see every message, so each one reads
   all partitions itself; by default from the beginning of the topic, so a restarted
   router finds the latest epoch (old messages whose lease is over are not acted on);
 - **leases**: the state is ticked at least every ``--tick-ms`` and right when the lease
-  runs out: without a heartbeat the weights freeze (kept, never changed) until the judge
-  is heard again.
+  runs out: without a heartbeat the router falls back to the primary (the candidate gets
+  0 %) until the judge is heard again;
+- **the lifecycle**: the phase (rolled back, paused, awaiting approval, stability ...),
+  what blocks a rolled-back experiment, a proposal waiting for approval and whether the
+  old deployment may be decommissioned are shown with the weights; none of them moves
+  traffic (docs/operations.md).
 
 `RouterSubscriber` is the part to embed in a real router: bytes in, weights out, the
 clock an argument.
@@ -43,14 +52,14 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from shadowlens.gateway.control import SIGNING_KEY_ENV, InvalidSignature, signing_key, verify
+from shadowlens.gateway.control import PUBLIC_KEYS_ENV, InvalidSignature, Verifier
 from shadowlens.gateway.kafka_env import BOOTSTRAP_ENV, KafkaSecurity
+from shadowlens.gateway.keys import KeyFormatError, parse_key_ring, read_key_text
 from shadowlens.gateway.router import Outcome, RouterState
 
 log = logging.getLogger(__name__)
 
-# Why a message never reached the router state (besides the state's own `Outcome`s).
-UNSIGNED, BAD_SIGNATURE, INVALID_JSON = "unsigned", "bad_signature", "invalid_json"
+INVALID_JSON = "invalid_json"  # besides the state's own `Outcome`s and `Rejection`s
 
 
 def now_ms() -> int:
@@ -60,9 +69,10 @@ def now_ms() -> int:
 class RouterSubscriber:
     """One experiment's router state, fed with raw control records and ticked by a clock."""
 
-    def __init__(self, experiment: str, key: bytes | None) -> None:
+    def __init__(self, experiment: str, verifier: Verifier | None) -> None:
+        """`verifier` None: nothing is verified (only with --allow-unsigned)."""
         self.state = RouterState(experiment)
-        self.key = key
+        self.verifier = verifier
         self.counts: Counter[str] = Counter()  # outcome or rejection -> messages
 
     def receive(self, raw: bytes, at_ms: int) -> str:
@@ -73,12 +83,11 @@ class RouterSubscriber:
             return self._count(INVALID_JSON)
         if not isinstance(message, dict):
             return self._count(Outcome.INVALID)
-        if self.key is not None:
+        if self.verifier is not None:
             try:
-                verify(message, self.key)
-            except InvalidSignature:
-                signed = isinstance(message.get("signature"), str)
-                return self._count(BAD_SIGNATURE if signed else UNSIGNED)
+                self.verifier.verify(message)
+            except InvalidSignature as exc:
+                return self._count(exc.rejection)
         self.state, outcome = self.state.apply(message, at_ms)
         return self._count(outcome)
 
@@ -86,21 +95,26 @@ class RouterSubscriber:
         self.state = self.state.tick(at_ms)
 
     def weights(self) -> dict[str, Any]:
-        """What the router applies: the candidate's share, the rest to the primary."""
-        s = self.state
+        """What the router applies: the candidate's share, the rest to the primary; and the
+        migration's status for whoever runs the router."""
+        s, status = self.state, self.state.status
         return {
             "experiment": s.experiment,
             "epoch": s.epoch,
-            "primary": 100.0 - s.traffic_percent,
-            "candidate": s.traffic_percent,
-            "frozen": s.frozen,
+            "primary": 100.0 - s.candidate_percent,
+            "candidate": s.candidate_percent,
+            "fallback": s.fallback,
             "lease_expires_at_ms": s.lease_expires_at_ms,
+            "phase": status.phase,
+            "blocking": list(status.blocking),
+            "proposal": status.proposal,
+            "decommission_ready": status.decommission_ready,
         }
 
     def next_tick_ms(self, at_ms: int, tick_ms: int) -> int:
         """How long to wait: the tick interval, or less when the lease runs out sooner."""
         s = self.state
-        if s.frozen or s.epoch < 0:
+        if s.fallback or s.epoch < 0:
             return tick_ms
         return max(1, min(tick_ms, s.lease_expires_at_ms - at_ms))
 
@@ -110,8 +124,9 @@ class RouterSubscriber:
 
 
 class WeightsWriter:
-    """Publishes the weights: a JSON line on stdout when the epoch, the split or the freeze
-    changes, and the latest weights (lease included) in a file whenever anything does."""
+    """Publishes the weights: a JSON line on stdout when the epoch, the split, the fallback
+    or the phase changes, and the latest weights (lease included) in a file whenever
+    anything does."""
 
     def __init__(self, out: Path | None, stdout: Callable[[str], Any] | None = print) -> None:
         self.out = out
@@ -132,7 +147,7 @@ class WeightsWriter:
             self.stdout(line)
 
 
-_SHOWN = ("epoch", "primary", "candidate", "frozen")
+_SHOWN = ("epoch", "primary", "candidate", "fallback", "phase")
 
 
 async def follow(
@@ -181,10 +196,10 @@ async def follow(
                         log.log(level, "offset %d: %s", record.offset, outcome)
                     writer(subscriber.weights(), at)
             at = clock()
-            was_frozen = subscriber.state.frozen
+            was_falling_back = subscriber.state.fallback
             subscriber.tick(at)
-            if subscriber.state.frozen and not was_frozen:
-                log.warning("lease expired: weights frozen until the judge is heard again")
+            if subscriber.state.fallback and not was_falling_back:
+                log.warning("lease expired: all traffic to the primary until the judge is heard")
             writer(subscriber.weights(), at)
     finally:
         await consumer.stop()
@@ -203,6 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from-end", action="store_true", help="skip the topic's history (default: read it)"
     )
+    parser.add_argument(
+        "--public-keys",
+        type=Path,
+        help=f"the worker's public keys, one line each (or {PUBLIC_KEYS_ENV}[_FILE])",
+    )
+    parser.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="run without keys: apply messages nobody verified (never in production)",
+    )
     args = parser.parse_args(argv)
     if not args.bootstrap:
         parser.error(f"--bootstrap (or {BOOTSTRAP_ENV}) is required")
@@ -213,10 +238,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
-    key = signing_key()
-    if key is None:
-        log.warning("%s is not set: control messages are NOT verified", SIGNING_KEY_ENV)
-    subscriber = RouterSubscriber(args.experiment, key)
+    try:
+        verifier = Verifier.from_env()
+        if args.public_keys is not None:
+            ring = parse_key_ring(read_key_text("", args.public_keys))
+            verifier = Verifier(ring, verifier.hmac_key)
+    except KeyFormatError as exc:
+        parser.error(str(exc))
+    if not verifier and not args.allow_unsigned:
+        parser.error(
+            f"no keys to verify with: --public-keys FILE (or {PUBLIC_KEYS_ENV}[_FILE]); "
+            "--allow-unsigned to apply what anyone could have written"
+        )
+    if verifier:
+        log.info("verifying with keys %s", ", ".join(verifier.ring.ids()) or "(legacy HMAC)")
+    else:
+        log.warning("--allow-unsigned: control messages are NOT verified")
+    subscriber = RouterSubscriber(args.experiment, verifier if verifier else None)
 
     async def run() -> None:
         stop = asyncio.Event()
