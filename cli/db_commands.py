@@ -29,6 +29,7 @@ def db_query(
 ) -> None:
     """Run one read-only query against the store and print the rows as a table."""
     from rich.table import Table
+    from rich.text import Text
 
     with open_store(dsn, readonly=True) as store:
         try:
@@ -37,5 +38,5 @@ def db_query(
             raise fail(f"query failed: {exc}") from None
     table = Table(*result.column_names)
     for row in result.result_rows:
-        table.add_row(*(str(v) for v in row))
+        table.add_row(*(Text(str(v)) for v in row))  # values are data, never markup
     console.print(table)
