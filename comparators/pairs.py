@@ -94,9 +94,17 @@ class PairScore:
     candidate_json_valid: bool | None = None
     json_schema_ok: bool | None = None
     label_flip: str | None = None  # "primary->candidate" label when they differ
+    language_changed: bool | None = None  # answered in another language (comparators.language)
     primary_body: str = ""
     candidate_body: str = ""
     weight: float = 1.0  # inverse sampling probability of the costly scores
+    prompt: str = ""  # the user's request, if the gateway sent it (attribute "prompt")
+    # the preference judge's verdict (`comparators.preference`): the candidate's win against
+    # the primary, 1 / 0.5 (tie) / 0; None when not judged
+    preference: float | None = None
+    preference_weight: float = 0.0  # 1 / p of the judge's sample; 0 when not judged
+    preference_skip: str | None = None  # why an eligible pair was not judged (`Skip`)
+    judge_cost_usd: float | None = None
 
     @property
     def primary_failed(self) -> bool:
@@ -188,6 +196,13 @@ def _content_scores(
     return scores
 
 
+def _prompt(event: Event) -> str:
+    """The request text a gateway may send as the ``prompt`` attribute (the live preference
+    judge shows it to its model); "" when absent."""
+    prompt = event.attributes.get("prompt")
+    return prompt if isinstance(prompt, str) else ""
+
+
 def _arm_fields(prefix: str, event: Event, prices: Mapping[str, Price]) -> dict[str, object]:
     return {
         f"{prefix}_model": event.model,
@@ -233,6 +248,7 @@ def score_pair(
         else None,
         finish_reason_changed=(primary.finish_reason != other.finish_reason) if both_ok else None,
         error_disagreement=(primary.status == Status.OK) != (other.status == Status.OK),
+        prompt=_prompt(primary),
         **p,
         **o,
         **_content_scores(

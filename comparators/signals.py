@@ -22,6 +22,8 @@ on every pair:
 * JSON: validity of an extraction answer, and conformance to a JSON Schema (from the policy)
   or to the shape of the primary's JSON (keys and value types) when there is none.
 * label flips: which label became which ("positive->negative"), not just "disagree".
+* language: whether the candidate answered in another language than the primary
+  (`shadowlens.comparators.language`; None unless both languages can be told).
 
 All functions are pure; `pair_signals` combines them for one pair of events.
 """
@@ -38,6 +40,7 @@ from typing import Any
 
 import fastjsonschema
 import orjson
+from shadowlens.comparators.language import language_changed
 from shadowlens.comparators.text import normalize
 from shadowlens.schemas.events import Event, Task
 
@@ -347,6 +350,7 @@ class PairSignals:
     candidate_json_valid: bool | None = None
     json_schema_ok: bool | None = None  # the candidate's JSON against the schema
     label_flip: str | None = None
+    language_changed: bool | None = None  # both languages known and different
 
 
 def json_doc(event: Event) -> Any:
@@ -390,6 +394,7 @@ def pair_signals(
     if p_text is not None and c_text is not None:
         found["number_mismatch"] = number_mismatch(p_text, c_text)
         found["negation_mismatch"] = negation_mismatch(p_text, c_text)
+        found["language_changed"] = language_changed(p_text, c_text)
     if primary.task == Task.EXTRACTION:
         found.update(_json_signals(primary, candidate, schema))
     return PairSignals(**found)

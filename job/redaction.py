@@ -28,6 +28,7 @@ def redact_score(score: PairScore) -> PairScore:
         score,
         primary_body=fingerprint(score.primary_body.encode()) if score.primary_body else "",
         candidate_body=fingerprint(score.candidate_body.encode()) if score.candidate_body else "",
+        prompt=fingerprint(score.prompt.encode()) if score.prompt else "",
         # a classification's labels are its bodies: the flip keeps only its fingerprint
         label_flip=fingerprint(score.label_flip.encode()) if score.label_flip else None,
     )

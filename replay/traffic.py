@@ -125,7 +125,8 @@ def build_events(
                     output_tokens=int(out_tok[i]),
                     output=Output(text=ins.outputs[text_model]),
                     finish_reason="stop",
-                    attributes={"prompt_id": ins.prompt_id},
+                    # the request itself, as a gateway may send it: a live judge reads it
+                    attributes={"prompt_id": ins.prompt_id, "prompt": ins.instruction},
                 )
             )
     return publish_order(events)

@@ -80,9 +80,15 @@ _PAIR_VALUES = (
     "candidate_json_valid",
     "json_schema_ok",
     "label_flip",
+    "language_changed",
     "weight",
+    "preference",
+    "preference_weight",
+    "preference_skip",
+    "judge_cost_usd",
     "primary_body",
     "candidate_body",
+    "prompt",
 )
 _PAIR_ARRAYS = ("json_missing", "json_extra", "json_changed")
 

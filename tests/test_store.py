@@ -208,6 +208,8 @@ def test_migrate_creates_every_table_and_is_idempotent(tmp_path: Path) -> None:
         "0006_window_signals",
         "0007_pair_clock_skew",
         "0008_decision_lifecycle",
+        "0009_preference",
+        "0010_window_preference",
     ]
     with Store.open(dsn) as store:
         assert store.migrate() == names
