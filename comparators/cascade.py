@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Protocol
 
 import numpy as np
 from shadowlens.comparators.pairs import PairScore
@@ -41,6 +42,18 @@ from shadowlens.comparators.semantic import Encoder, semantic_similarity
 from shadowlens.schemas.events import Task
 
 NOT_TEXT_TASKS = frozenset({Task.CLASSIFICATION, Task.EMBEDDING, Task.EXTRACTION})
+
+
+class Rate(Protocol):
+    """What a token bucket of pairs reads from its policy (`SemanticPolicy`, and the
+    preference judge's `comparators.preference_budget.JudgeBudget`)."""
+
+    @property
+    def max_pairs_per_s(self) -> float: ...
+    @property
+    def burst_pairs(self) -> int: ...
+    @property
+    def min_sample_fraction(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +93,10 @@ class Budget:
     clock_ms: int | None = None
 
     @classmethod
-    def full(cls, policy: SemanticPolicy) -> Budget:
+    def full(cls, policy: Rate) -> Budget:
         return cls(float(policy.burst_pairs))
 
-    def refill(self, now_ms: int, policy: SemanticPolicy) -> Budget:
+    def refill(self, now_ms: int, policy: Rate) -> Budget:
         if self.clock_ms is None:
             return Budget(self.allowance, now_ms)
         elapsed_ms = max(0, now_ms - self.clock_ms)
@@ -91,7 +104,7 @@ class Budget:
         return Budget(min(float(policy.burst_pairs), allowance), max(now_ms, self.clock_ms))
 
 
-def sample_fraction(needed: int, allowance: float, policy: SemanticPolicy) -> float:
+def sample_fraction(needed: int, allowance: float, policy: Rate) -> float:
     """The share of eligible pairs to score so that the expected model calls fit."""
     if policy.max_pairs_per_s == 0 or needed <= allowance:
         return 1.0
