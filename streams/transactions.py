@@ -74,6 +74,7 @@ from aiokafka import AIOKafkaConsumer
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from shadowlens.streams.delivery import EagerDelivery
 from shadowlens.streams.task_state import Positions, current_task
 
 CommitHook = Callable[[], Awaitable[None]]
@@ -197,7 +198,9 @@ class TaskTransactionManager(TransactionManager):
                 await txn.begin_transaction()
 
 
-class ShadowConsumer(faust_aiokafka.Consumer):
+class ShadowConsumer(EagerDelivery, faust_aiokafka.Consumer):
+    """Faust's consumer, with messages delivered without a task each (`streams.delivery`)."""
+
     defer_resume = False
     _resume_after_seek: set[TP] | None = None
 
