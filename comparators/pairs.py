@@ -8,18 +8,25 @@ label flips). The semantic score is filled in later, batched across pairs, by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 import orjson
-from rapidfuzz import fuzz
 from shadowlens.comparators.cost import Price, call_cost_usd
 from shadowlens.comparators.json_diff import json_diff
-from shadowlens.comparators.signals import UNPARSED, PairSignals, json_doc, pair_signals
-from shadowlens.comparators.text import length_ratio, normalize
+from shadowlens.comparators.signals import (
+    UNPARSED,
+    PairSignals,
+    Reader,
+    Readings,
+    call,
+    json_doc,
+    pair_signals,
+)
+from shadowlens.comparators.text import length_ratio, normalize, token_set_similarity, words
 from shadowlens.schemas.events import Arm, Event, Status, Task
 
 MISSING = "missing"
@@ -159,8 +166,17 @@ def _ratio(num: float, den: float) -> float | None:
 _SIGNALS = tuple(f.name for f in fields(PairSignals))
 
 
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(words(text))
+
+
 def _content_scores(
-    primary: Event, other: Event, p_body: str, o_body: str, json_schema: Mapping[str, Any] | None
+    primary: Event,
+    other: Event,
+    p_body: str,
+    o_body: str,
+    json_schema: Mapping[str, Any] | None,
+    read: Reader,
 ) -> dict[str, object]:
     scores: dict[str, object] = {}
     if primary.status != Status.OK or other.status != Status.OK:
@@ -185,13 +201,14 @@ def _content_scores(
             json_changed=diff.changed,
         )
     if primary.output.text is not None and other.output.text is not None:
-        p_norm, o_norm = normalize(p_body), normalize(o_body)
-        exact = p_norm == o_norm
+        # text.lexical_similarity on words read once, here, for exact_match too
+        exact = read(words, p_body) == read(words, o_body)  # the normalised texts are equal
         scores["exact_match"] = exact
-        # text.lexical_similarity on texts normalised once, here, for exact_match too
-        scores["lexical_similarity"] = 1.0 if exact else fuzz.token_set_ratio(p_norm, o_norm) / 100
+        scores["lexical_similarity"] = (
+            1.0 if exact else token_set_similarity(read(_word_set, p_body), read(_word_set, o_body))
+        )
         scores["length_ratio"] = length_ratio(o_body, p_body)
-    signals = pair_signals(primary, other, json_schema)
+    signals = pair_signals(primary, other, json_schema, read)
     scores.update((name, getattr(signals, name)) for name in _SIGNALS)
     return scores
 
@@ -225,9 +242,11 @@ def score_pair(
     other: Event,
     prices: Mapping[str, Price],
     json_schema: Mapping[str, Any] | None = None,
+    read: Reader = call,
 ) -> PairScore:
     """Compare both halves of one request: deltas, status disagreement, content scores and
-    signals. `json_schema` is the extraction task's schema (default: the primary's shape)."""
+    signals. `json_schema` is the extraction task's schema (default: the primary's shape).
+    This is what a score means; `score_pairs` scores a batch with it."""
     p, o = _arm_fields("primary", primary, prices), _arm_fields("candidate", other, prices)
     p_cost, o_cost = p["primary_cost_usd"], o["candidate_cost_usd"]
     both_ok = primary.status == Status.OK and other.status == Status.OK
@@ -252,9 +271,21 @@ def score_pair(
         **p,
         **o,
         **_content_scores(
-            primary, other, str(p["primary_body"]), str(o["candidate_body"]), json_schema
+            primary, other, str(p["primary_body"]), str(o["candidate_body"]), json_schema, read
         ),
     )
+
+
+def score_pairs(
+    pairs: Sequence[tuple[Event, Event]],
+    prices: Mapping[str, Price],
+    json_schema: Mapping[str, Any] | None = None,
+) -> list[PairScore]:
+    """`score_pair` for a batch, with one `Readings` for all of it: what the comparators
+    derive from one answer's text (words, numbers, clauses, refusal) is computed once per
+    distinct answer in the batch. The same scores, by the same function."""
+    read = Readings()
+    return [score_pair(primary, other, prices, json_schema, read) for primary, other in pairs]
 
 
 def score_orphan(

@@ -25,7 +25,10 @@ on every pair:
 * language: whether the candidate answered in another language than the primary
   (`shadowlens.comparators.language`; None unless both languages can be told).
 
-All functions are pure; `pair_signals` combines them for one pair of events.
+All functions are pure; `pair_signals` combines them for one pair of events. What they
+derive from one answer's text (its numbers, clauses, refusal) goes through a `Reader`: the
+per-pair path calls the function (`call`); a batch (`comparators.pairs.score_pairs`) passes
+`Readings`, so an answer in several pairs of the batch, or repeated verbatim, is read once.
 """
 
 from __future__ import annotations
@@ -36,13 +39,44 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import fastjsonschema
 import orjson
 from shadowlens.comparators.language import language_changed
 from shadowlens.comparators.text import normalize
 from shadowlens.schemas.events import Event, Task
+
+_T = TypeVar("_T")
+
+
+class Reader(Protocol):
+    """How a comparator gets ``fn(*args)`` of a pure per-answer function."""
+
+    def __call__(self, fn: Callable[..., _T], /, *args: Any) -> _T: ...
+
+
+def call(fn: Callable[..., _T], /, *args: Any) -> _T:
+    """The per-pair `Reader`: compute it."""
+    return fn(*args)
+
+
+class Readings:
+    """A batch's `Reader`: each ``fn(*args)`` computed once (the functions are pure), so an
+    answer compared twice (with the candidate and the replica) or repeated verbatim (labels,
+    cached or deterministic answers) is read once per batch."""
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, fn: Callable[..., _T], /, *args: Any) -> _T:
+        key = (fn, *args)
+        try:
+            return self._memo[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._memo[key] = fn(*args)
+            return value
+
 
 # ---------------------------------------------------------------------------------- refusal
 
@@ -146,12 +180,12 @@ def numbers(text: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def number_mismatch(primary: str, candidate: str) -> float | None:
+def number_mismatch(primary: str, candidate: str, read: Reader = call) -> float | None:
     """Jaccard distance of the two answers' number sets in [0, 1]; None if neither has any.
 
     0: the same numbers; 1: no number in common ("3 days" vs "5 days").
     """
-    a, b = numbers(primary), numbers(candidate)
+    a, b = read(numbers, primary), read(numbers, candidate)
     union = len(a | b)
     return 1.0 - len(a & b) / union if union else None
 
@@ -252,15 +286,27 @@ def _flips(side: _Side, other: _Side) -> int:
     return flips
 
 
-def negation_mismatch(primary: str, candidate: str) -> int:
+def may_negate(text: str) -> bool:
+    """Could `_Side(text)` find a negated clause? False only when it cannot: the clauses'
+    cues are the lower-cased text's, or made by spelling out a contraction, and nothing
+    else `_Side` does (quotes, code, clause ends) makes a cue where there was none. One
+    scan instead of splitting the text into clauses; over half of answers have no cue."""
+    low = text.lower()
+    return _NEGATION.search(low) is not None or "n't" in low or "n\u2019t" in low or "cannot" in low
+
+
+def negation_mismatch(primary: str, candidate: str, read: Reader = call) -> int:
     """Clauses whose best-aligned counterpart in the other answer has opposite polarity.
 
     A cheap proxy for contradiction: each clause with a negation cue is aligned with the
     most similar clause of the other answer (content words, negators removed); a pair at
     Jaccard >= `ALIGN_JACCARD` whose negator counts differ in parity is a flip. Seen from
-    both sides a flip would count twice: the larger side's count is returned.
+    both sides a flip would count twice: the larger side's count is returned. Without a
+    cue on either side there is nothing to align.
     """
-    p, c = _Side(primary), _Side(candidate)
+    if not (read(may_negate, primary) or read(may_negate, candidate)):
+        return 0
+    p, c = read(_Side, primary), read(_Side, candidate)
     return max(_flips(p, c), _flips(c, p))
 
 
@@ -374,7 +420,10 @@ def _json_signals(primary: Event, candidate: Event, schema: Mapping[str, Any] | 
 
 
 def pair_signals(
-    primary: Event, candidate: Event, schema: Mapping[str, Any] | None = None
+    primary: Event,
+    candidate: Event,
+    schema: Mapping[str, Any] | None = None,
+    read: Reader = call,
 ) -> PairSignals:
     """All signals of one pair of successful answers.
 
@@ -388,12 +437,12 @@ def pair_signals(
         "label_flip": label_flip(primary.output.label, candidate.output.label),
     }
     if p_text is not None:
-        found["primary_refusal"] = is_refusal(p_text, primary.finish_reason)
+        found["primary_refusal"] = read(is_refusal, p_text, primary.finish_reason)
     if c_text is not None:
-        found["candidate_refusal"] = is_refusal(c_text, candidate.finish_reason)
+        found["candidate_refusal"] = read(is_refusal, c_text, candidate.finish_reason)
     if p_text is not None and c_text is not None:
-        found["number_mismatch"] = number_mismatch(p_text, c_text)
-        found["negation_mismatch"] = negation_mismatch(p_text, c_text)
+        found["number_mismatch"] = number_mismatch(p_text, c_text, read)
+        found["negation_mismatch"] = negation_mismatch(p_text, c_text, read)
         found["language_changed"] = language_changed(p_text, c_text)
     if primary.task == Task.EXTRACTION:
         found.update(_json_signals(primary, candidate, schema))
