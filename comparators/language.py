@@ -107,11 +107,12 @@ def language(text: str) -> str | None:
     return _latin_language(head) if dominant == "latin" else dominant
 
 
+def switched(primary: str | None, candidate: str | None) -> bool | None:
+    """Whether two answers' languages (`language`) differ; None unless both are known."""
+    return None if primary is None or candidate is None else primary != candidate
+
+
 def language_changed(primary: str, candidate: str) -> bool | None:
     """Whether the candidate answered in another language than the primary; None unless
     both languages are determined."""
-    p = language(primary)
-    if p is None:
-        return None
-    c = language(candidate)
-    return None if c is None else p != c
+    return switched(language(primary), language(candidate))

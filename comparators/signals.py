@@ -43,7 +43,7 @@ from typing import Any, Protocol, TypeVar
 
 import fastjsonschema
 import orjson
-from shadowlens.comparators.language import language_changed
+from shadowlens.comparators.language import language, switched
 from shadowlens.comparators.text import normalize
 from shadowlens.schemas.events import Event, Task
 
@@ -443,7 +443,7 @@ def pair_signals(
     if p_text is not None and c_text is not None:
         found["number_mismatch"] = number_mismatch(p_text, c_text, read)
         found["negation_mismatch"] = negation_mismatch(p_text, c_text, read)
-        found["language_changed"] = language_changed(p_text, c_text)
+        found["language_changed"] = switched(read(language, p_text), read(language, c_text))
     if primary.task == Task.EXTRACTION:
         found.update(_json_signals(primary, candidate, schema))
     return PairSignals(**found)
