@@ -77,6 +77,7 @@ def new_app(settings: Settings, topology: Topology) -> ShadowApp:
         table_standby_replicas=0,
         producer_acks=-1,
         producer_max_request_size=MAX_RECORD_BYTES,
+        producer_max_batch_size=s.producer_batch_bytes,
         consumer_max_fetch_size=MAX_RECORD_BYTES,
         web_enabled=s.web_port is not None,
         web_port=s.web_port or 6066,

@@ -30,6 +30,7 @@ Faust and aiokafka only through `shadowlens.streams.kafka_security`.
 | SHADOWLENS_REPLICATION_FACTOR | 1 | of the topics the worker creates (changelogs too) |
 | SHADOWLENS_BATCH_SIZE | 1000 | events per agent batch (stream.take) |
 | SHADOWLENS_BATCH_WITHIN_S | 0.2 | longest wait to fill a batch |
+| SHADOWLENS_PRODUCER_BATCH_BYTES | 16384 | producer batch per partition, bytes |
 | SHADOWLENS_SWEEP_INTERVAL_S | 1.0 | orphan sweep + watermark publication timer |
 | SHADOWLENS_IDLE_AFTER_S | 60 | a silent events partition follows the others' event time (0: off) |
 | SHADOWLENS_COMMIT_INTERVAL_S | 2.0 | offset commit (and ClickHouse flush) interval |
@@ -109,6 +110,7 @@ class Settings:
     replication_factor: int = 1
     batch_size: int = 1000
     batch_within_s: float = 0.2
+    producer_batch_bytes: int = 16384
     sweep_interval_s: float = 1.0
     idle_after_s: float = 60.0
     commit_interval_s: float = 2.0
@@ -160,6 +162,8 @@ class Settings:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
         if self.batch_size < 1 or self.ch_batch < 1:
             raise SettingsError(f"{PREFIX}BATCH_SIZE and {PREFIX}CH_BATCH must be >= 1")
+        if self.producer_batch_bytes < 1024:
+            raise SettingsError(f"{PREFIX}PRODUCER_BATCH_BYTES must be >= 1024")
         for name in (
             "batch_within_s",
             "sweep_interval_s",

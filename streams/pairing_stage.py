@@ -26,7 +26,6 @@ flushed (`Pairer.flush`) and it reports the end watermark.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import time
@@ -59,8 +58,7 @@ from shadowlens.streams.task_state import (
     Record,
     TaskState,
     changelog,
-    in_task,
-    send,
+    produce_tasks,
     task_table,
 )
 from shadowlens.streams.wire import (
@@ -93,8 +91,12 @@ class PairingTask:
         s = stage.settings
         self.partition = partition
         self.tp = TP(s.topic_events, partition)
+        self.inputs = (self.tp, TP(s.topic_repartition, partition))
+        # A closed request forgotten while the input that closed it may be read again
+        # (the batch in flight at a crash, under at_least_once) would come back as an
+        # orphan; a forgotten request that comes back closed is harmless.
         self.state: TaskState[str, Pending] = TaskState(
-            stage.pending, partition, encode_pending, decode_pending
+            stage.pending, partition, encode_pending, decode_pending, delay_deletes=True
         )
         self.meta: TaskState[str, Any] = TaskState(
             stage.meta, partition, orjson.dumps, orjson.loads
@@ -116,6 +118,7 @@ class PairingTask:
         self.swept_ms = int(self.meta.get("swept", 0))
         self.published: dict[str, int] = {}
         self.published_at = 0.0
+        stage.positions.resume(self.meta.get("offsets", {}))
 
     def score(self, matched: Matched) -> list[PairScore]:
         return self.scorer.score(matched)
@@ -169,7 +172,8 @@ class PairingTask:
         self.swept_ms = wm
         return self.pairer.sweep(wm)
 
-    def remember(self) -> None:
+    def remember(self, positions: Positions) -> None:
+        self.meta["offsets"] = positions.applied(*self.inputs)
         self.meta["newest"] = self.progress.newest_ms
         held = self.progress.held
         self.meta["held"] = None if held is None else _held_doc(held[1])
@@ -377,24 +381,20 @@ class PairingStage:
 
     async def _emit(self, done: list[Done]) -> None:
         """Produce every task's outputs, wait for the broker, then persist every task's
-        state (see `docs/streaming.md`: outputs are durable before the state that says
-        they were made). Each record goes out in its task's transaction; the broker is
-        waited for twice per batch, not twice per task in it."""
+        state, then the input offsets that state holds (see `docs/streaming.md`: outputs
+        are durable before the state that says they were made, and the state before the
+        offsets that let a restart skip its input). Each record goes out in its task's
+        transaction; the broker is waited for three times per batch, not per task."""
         outputs = [
-            (task, sends + await self._pair_records(scores) + self._watermarks(task))
+            (task.tp, sends + await self._pair_records(scores) + self._watermarks(task))
             for task, sends, scores in done
         ]
-        futures = []
-        for task, records in outputs:
-            with in_task(task.tp):
-                futures += await send(self.app, records)
-        await asyncio.gather(*futures)
-        futures = []
-        for task, _ in outputs:
-            task.remember()
-            with in_task(task.tp):
-                futures += await send(self.app, changelog(task.state) + changelog(task.meta))
-        await asyncio.gather(*futures)
+        await produce_tasks(self.app, outputs)
+        tasks = [task for task, _, _ in done]
+        await produce_tasks(self.app, [(task.tp, changelog(task.state)) for task in tasks])
+        for task in tasks:
+            task.remember(self.positions)
+        await produce_tasks(self.app, [(task.tp, changelog(task.meta)) for task in tasks])
 
     async def _pair_records(self, scores: list[PairScore]) -> list[Record]:
         """Scored pairs as ``shadow.pairs`` records, keyed by experiment."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
@@ -109,7 +109,10 @@ class TaskState(MutableMapping[K, V], Generic[K, V]):
     """One partition of a `TaskTable` as live objects; see the module doc.
 
     `key_str` / `str_key` map the view's keys to strings and back (for keys that are not
-    strings, such as `WindowKey`).
+    strings, such as `WindowKey`). With `delay_deletes`, the record that deletes a key goes
+    out with the next batch's changes, not its own: for state where a deleted value that
+    comes back is harmless, and a value gone while the input that deleted it is read again
+    is not (the pairing table: `shadowlens.streams.pairing_stage`).
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class TaskState(MutableMapping[K, V], Generic[K, V]):
         *,
         key_str: Callable[[K], str] = _same,
         str_key: Callable[[str], K] = _same,
+        delay_deletes: bool = False,
     ) -> None:
         self.table = table
         self.partition = partition
@@ -130,6 +134,8 @@ class TaskState(MutableMapping[K, V], Generic[K, V]):
         self._values: dict[K, V] = {}
         self._dirty: set[K] = set()
         self._deleted: set[K] = set()
+        self._delay_deletes = delay_deletes
+        self._delayed: set[K] = set()  # deleted one batch ago, record not sent yet
         cut = len(self._prefix)
         for key in table.partition_keys(partition):
             raw = table.data[key]
@@ -146,6 +152,7 @@ class TaskState(MutableMapping[K, V], Generic[K, V]):
         self._values[key] = value
         self._dirty.add(key)
         self._deleted.discard(key)
+        self._delayed.discard(key)
 
     def __delitem__(self, key: K) -> None:
         del self._values[key]
@@ -162,14 +169,17 @@ class TaskState(MutableMapping[K, V], Generic[K, V]):
         return key in self._values
 
     def changes(self) -> list[ChangelogRecord]:
-        """The changelog records of every key changed since the last call."""
+        """The changelog records of every key changed since the last call (deletions one
+        call later with `delay_deletes`)."""
         prefix, name, encode = self._prefix, self._key_str, self._encode
         records: list[ChangelogRecord] = [
             ((prefix + name(k)).encode(), encode(self._values[k])) for k in self._dirty
         ]
-        records += [((prefix + name(k)).encode(), None) for k in self._deleted]
+        gone, self._deleted = self._deleted, set()
+        if self._delay_deletes:
+            gone, self._delayed = self._delayed, gone
+        records += [((prefix + name(k)).encode(), None) for k in gone]
         self._dirty.clear()
-        self._deleted.clear()
         return records
 
 
@@ -198,6 +208,21 @@ class Positions:
             log.info("%s/%s: processing from offset %d", *key, msg.offset)
         self._last[key] = msg.offset
         return True
+
+    def applied(self, *tps: TP) -> dict[str, int]:
+        """The last offset processed in each of `tps` (a task's inputs), to be stored with
+        the state it produced: see `resume`."""
+        return {f"{t}/{p}": self._last[(t, p)] for t, p in tps if (t, p) in self._last}
+
+    def resume(self, applied: Mapping[str, int]) -> None:
+        """Skip what a task rebuilt from its changelog already holds (`applied`, read back
+        from it). Under at_least_once the committed offsets trail the state, and a record
+        applied twice is not harmless: a half whose request the state has closed and
+        forgotten would open it again, as an orphan (docs/streaming.md)."""
+        for name, offset in applied.items():
+            topic, _, partition = name.rpartition("/")
+            self._last[(topic, int(partition))] = int(offset)
+            log.info("%s: resuming after offset %d, which the state holds", name, offset)
 
     def next_offsets(self) -> dict[tuple[str, int], int]:
         """The offset to commit per partition: right after the last record processed."""
@@ -245,3 +270,13 @@ async def produce(app: Any, records: list[Record]) -> None:
     """Send `records` (in the running task's transaction under exactly-once) and wait
     until the broker has them all."""
     await asyncio.gather(*await send(app, records))
+
+
+async def produce_tasks(app: Any, records: Iterable[tuple[TP, list[Record]]]) -> None:
+    """Send each task's records in its task (transaction), then wait once until the broker
+    has them all."""
+    futures: list[Awaitable[Any]] = []
+    for tp, task_records in records:
+        with in_task(tp):
+            futures += await send(app, task_records)
+    await asyncio.gather(*futures)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
@@ -29,7 +32,7 @@ from shadowlens.streams.codec import (
 )
 from shadowlens.streams.config import Settings, SettingsError, redact_dsn
 from shadowlens.streams.judging_stage import str_window_key, window_key_str
-from shadowlens.streams.task_state import TaskState
+from shadowlens.streams.task_state import Positions, TaskState
 from shadowlens.streams.wire import (
     DLQ_KEEP_BYTES,
     Watermark,
@@ -213,6 +216,61 @@ def test_task_state_coalesces_changes_and_rebuilds_from_the_table() -> None:
     assert state.changes() == []
 
 
+def test_delayed_deletes_go_out_with_the_next_batch() -> None:
+    table = FakeTable({b"1|a": b"1", b"1|b": b"2"})
+    state: TaskState[str, int] = TaskState(
+        table,  # type: ignore[arg-type]
+        1,
+        lambda v: str(v).encode(),
+        int,
+        delay_deletes=True,
+    )
+    del state["a"]
+    state["c"] = 3
+    assert dict(state.changes()) == {b"1|c": b"3"}, "the deletion waits one batch"
+    del state["b"]
+    assert dict(state.changes()) == {b"1|a": None}
+    state["b"] = 5  # back before its deletion went out: that deletion is dropped
+    assert dict(state.changes()) == {b"1|b": b"5"}
+    assert state.changes() == [] and dict(state) == {"b": 5, "c": 3}
+
+
+def test_replaying_the_batch_in_flight_at_a_crash_reopens_no_request() -> None:
+    """at_least_once: after a crash between a batch's state records and the offsets that
+    say the state holds it, the batch is read again over a state that holds it. A request
+    it closed and forgot must still be there, closed: else its replayed half opens it again
+    and it ends as an orphan, whose row replaces the pair's (issue 14)."""
+    sample = load_sample()
+    events = build_events(sample.instructions, sample.arrivals, requests=1)
+    halves = {str(e.arm): e for e in events}
+    primary, candidate = halves["primary"], halves["candidate"]
+    table = FakeTable({})
+
+    def pairing() -> tuple[Pairer, TaskState[str, Any]]:
+        state: TaskState[str, Any] = TaskState(
+            table,  # type: ignore[arg-type]
+            0,
+            encode_pending,
+            decode_pending,
+            delay_deletes=True,
+        )
+        return Pairer(state), state
+
+    crashed, state = pairing()
+    crashed.add(primary)
+    table.data.update(state.changes())  # a batch, its offsets too
+    assert crashed.add(candidate).pairs
+    far = 10**15  # the watermark passes its deadline and retention: closed, then forgotten
+    crashed.sweep(far)
+    crashed.sweep(far)
+    assert candidate.request_id not in state
+    table.data.update(state.changes())  # the batch's state; the crash comes before its offsets
+    restarted, _ = pairing()
+    again = restarted.add(candidate).pairs  # outputs may repeat under at_least_once
+    assert again in ((), ((primary, candidate),))
+    assert restarted.flush().orphans == ()
+
+
 def test_window_keys_survive_separators_in_names() -> None:
     from shadowlens.pipeline.windows import WindowKey
 
@@ -245,9 +303,12 @@ def test_settings_from_env_and_secrets() -> None:
         Settings.from_env({"SHADOWLENS_REDACT": "maybe"})
 
 
-def _pairing_task(partitions: int = 3, partition: int = 0):  # type: ignore[no-untyped-def]
-    from types import SimpleNamespace
-
+def _pairing_task(  # type: ignore[no-untyped-def]
+    partitions: int = 3,
+    partition: int = 0,
+    meta: dict[bytes, bytes] | None = None,
+    positions: Positions | None = None,
+):
     from shadowlens.streams.pairing_stage import PairingTask
 
     policy = load_policy()
@@ -256,9 +317,33 @@ def _pairing_task(partitions: int = 3, partition: int = 0):  # type: ignore[no-u
         policy=policy,
         partitions=partitions,
         pending=FakeTable({}),
-        meta=FakeTable({}),
+        meta=FakeTable(meta or {}),
+        positions=positions or Positions(Counter()),
     )
     return PairingTask(stage, partition)  # type: ignore[arg-type]
+
+
+def test_a_rebuilt_pairing_task_skips_the_input_its_state_holds() -> None:
+    """The input offsets are stored with the state they produced, and a task rebuilt from
+    its changelog skips what it holds: at_least_once commits trail the state, and a half
+    applied twice reopened a request the state had closed and forgotten (issue 14)."""
+    s = Settings()
+
+    def record(topic: str, offset: int) -> SimpleNamespace:
+        return SimpleNamespace(topic=topic, partition=1, offset=offset)
+
+    counts: Counter[str] = Counter()
+    crashed = Positions(counts)
+    for topic, offset in ((s.topic_events, 4), (s.topic_repartition, 7), (s.topic_events, 9)):
+        assert crashed.fresh(record(topic, offset))
+    task = _pairing_task(partition=1, positions=crashed)
+    task.remember(crashed)
+    changelog = dict(task.meta.changes())
+    restarted = Positions(counts)
+    _pairing_task(partition=1, meta=changelog, positions=restarted)
+    assert [restarted.fresh(record(s.topic_events, o)) for o in (8, 9, 10)] == [0, 0, 1]
+    assert [restarted.fresh(record(s.topic_repartition, o)) for o in (7, 8)] == [0, 1]
+    assert counts["redelivered"] == 3
 
 
 def test_pairing_watermark_is_the_minimum_over_every_events_partition() -> None:
@@ -319,7 +404,6 @@ def test_the_app_defers_resuming_partitions_until_recovery_has_seeked() -> None:
     """Recovery sends on_rebalance_complete right before it resumes and seeks the source
     partitions; the consumer must hear it (see streams/transactions.py, point 5)."""
     import asyncio
-    from types import SimpleNamespace
 
     from shadowlens.streams.transactions import ShadowApp
 
