@@ -15,10 +15,16 @@ LLM signals (`shadowlens.comparators.signals`) are counted over the pairs they a
 truncation are yes/no outcomes of both arms on the same request, so they keep paired
 tables (`PairedCounts`) like failures: the judge reads refusals with the same McNemar test
 as errors. Each kind of signal keeps a few example request ids.
+
+Nothing here depends on the order pairs arrive in, which a restart or another batching
+changes: per-request observations carry their request's `order_key` and the judge reads
+them in that order (`in_order`), and example ids are those with the lowest keys. Only
+float sums can differ, in their last bits.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 from dataclasses import dataclass, field
@@ -38,6 +44,14 @@ SIGNAL_KINDS = (
     "schema_misfit",
     "label_flip",
 )
+
+
+def order_key(request_id: str) -> int:
+    """A request's place in the judge's reading order: a 53-bit hash of its id, which
+    depends neither on when the pair arrived nor on its outcome (an order fixed before the
+    values are seen keeps the sequential bounds valid)."""
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest) >> 11
 
 
 def new_sketch() -> DDSketch:
@@ -143,13 +157,17 @@ class Aggregate:
     slowest_ratio: list[tuple[float, str]] = field(default_factory=list)
     failed_ids: list[str] = field(default_factory=list)
     signal_ids: dict[str, list[str]] = field(default_factory=dict)  # kind -> request ids
-    # per-request observations in arrival order, for the judge's sequential bounds; kept
-    # for one window only (`summary()` drops them)
+    # per-request observations in arrival order, for the judge's sequential bounds, and
+    # their requests' `order_key`s (`in_order`); kept for one window only (`summary()`
+    # drops them)
     primary_failed_seq: list[int] = field(default_factory=list)
     candidate_failed_seq: list[int] = field(default_factory=list)
     quality_seq: list[float] = field(default_factory=list)
     primary_refused_seq: list[int] = field(default_factory=list)  # pairs in `refusals`
     candidate_refused_seq: list[int] = field(default_factory=list)
+    failed_keys: list[int] = field(default_factory=list)
+    quality_keys: list[int] = field(default_factory=list)
+    refused_keys: list[int] = field(default_factory=list)
 
     @property
     def n_requests(self) -> int:
@@ -174,14 +192,16 @@ class Aggregate:
         else:
             self.n_paired += 1
         p_fail, c_fail = score.primary_failed, score.candidate_failed
+        key = order_key(score.request_id)
         self.primary_failures += p_fail
         self.candidate_failures += c_fail
         self.only_candidate_failed += c_fail and not p_fail
         self.only_primary_failed += p_fail and not c_fail
         self.primary_failed_seq.append(int(p_fail))
         self.candidate_failed_seq.append(int(c_fail))
-        if c_fail and len(self.failed_ids) < EXAMPLES:
-            self.failed_ids.append(score.request_id)
+        self.failed_keys.append(key)
+        if c_fail:
+            self.failed_ids = _lowest([*self.failed_ids, score.request_id])
         if score.primary_latency_ms is not None and score.primary_status == "ok":
             self.primary_latency_ms.add(max(score.primary_latency_ms, 1e-3))
         if score.candidate_latency_ms is not None and score.candidate_status == "ok":
@@ -199,13 +219,14 @@ class Aggregate:
             self.quality_measured += 1
             self.quality.add(quality, score.weight)
             self.quality_seq.append(quality)
+            self.quality_keys.append(key)
             _keep_top(self.worst_quality, (-quality, score.request_id))
         if score.latency_ratio is not None and score.latency_ratio > 0:
             self.log_latency_ratio.add(math.log(score.latency_ratio))
             _keep_top(self.slowest_ratio, (score.latency_ratio, score.request_id))
-        self._add_signals(score)
+        self._add_signals(score, key)
 
-    def _add_signals(self, s: PairScore) -> None:
+    def _add_signals(self, s: PairScore, key: int) -> None:
         """Count the pair's signals; None (not applicable) counts nowhere."""
         rid = s.request_id
         p, c = s.primary_refusal, s.candidate_refusal
@@ -213,6 +234,7 @@ class Aggregate:
             self.refusals.add(p, c)
             self.primary_refused_seq.append(int(p))
             self.candidate_refused_seq.append(int(c))
+            self.refused_keys.append(key)
             if c and not p:
                 self._example("refusal", rid)
         p, c = s.primary_truncated, s.candidate_truncated
@@ -238,9 +260,7 @@ class Aggregate:
             self._example("label_flip", rid)
 
     def _example(self, kind: str, request_id: str) -> None:
-        ids = self.signal_ids.setdefault(kind, [])
-        if len(ids) < EXAMPLES:
-            ids.append(request_id)
+        self.signal_ids[kind] = _lowest([*self.signal_ids.get(kind, ()), request_id])
 
     def merge(self, other: Aggregate) -> None:
         for name in _COUNTS:
@@ -259,11 +279,27 @@ class Aggregate:
             _keep_top(self.worst_quality, item)
         for item in other.slowest_ratio:
             _keep_top(self.slowest_ratio, item)
-        self.failed_ids = (self.failed_ids + other.failed_ids)[:EXAMPLES]
+        self.failed_ids = _lowest(self.failed_ids + other.failed_ids)
         for kind, ids in other.signal_ids.items():
-            self.signal_ids[kind] = (self.signal_ids.get(kind, []) + ids)[:EXAMPLES]
+            self.signal_ids[kind] = _lowest(self.signal_ids.get(kind, []) + ids)
         for name in _SEQUENCES:
             getattr(self, name).extend(getattr(other, name))
+
+    def in_order(self) -> Aggregate:
+        """A copy whose per-request observations are in `order_key` order, not arrival
+        order, which a restart or another batching changes: the judge's sequential bounds
+        then depend only on which pairs were seen. A window written before keys were kept
+        (an older changelog) stays in arrival order."""
+        out = merged([self])
+        for key_name, names in _KEYED.items():
+            keys = getattr(out, key_name)
+            seqs = [getattr(out, name) for name in names]
+            if any(len(seq) != len(keys) for seq in seqs):
+                continue
+            order = sorted(range(len(keys)), key=keys.__getitem__)
+            for name, seq in zip((key_name, *names), (keys, *seqs), strict=True):
+                setattr(out, name, [seq[i] for i in order])
+        return out
 
     def summary(self) -> Aggregate:
         """A copy without the per-request observations: what a stage keeps for long."""
@@ -339,14 +375,13 @@ _MERGEABLE = (
     "refusals",
     "truncations",
 )
-# per-request observations in arrival order (one window's; `summary()` drops them)
-_SEQUENCES = (
-    "primary_failed_seq",
-    "candidate_failed_seq",
-    "quality_seq",
-    "primary_refused_seq",
-    "candidate_refused_seq",
-)
+# per-request observations by their requests' keys (one window's; `summary()` drops them)
+_KEYED = {
+    "failed_keys": ("primary_failed_seq", "candidate_failed_seq"),
+    "quality_keys": ("quality_seq",),
+    "refused_keys": ("primary_refused_seq", "candidate_refused_seq"),
+}
+_SEQUENCES = tuple(name for key, names in _KEYED.items() for name in (key, *names))
 
 
 def merged(aggregates: list[Aggregate]) -> Aggregate:
@@ -357,7 +392,15 @@ def merged(aggregates: list[Aggregate]) -> Aggregate:
 
 
 def _keep_top(heap: list[tuple[float, str]], item: tuple[float, str]) -> None:
+    """Keep the top `EXAMPLES` items; sorted, so the list is the same whatever the order
+    the items came in (a sorted list is a heap)."""
     if len(heap) < EXAMPLES:
         heapq.heappush(heap, item)
     elif item > heap[0]:
         heapq.heapreplace(heap, item)
+    heap.sort()
+
+
+def _lowest(ids: list[str]) -> list[str]:
+    """The example ids to keep: the `EXAMPLES` lowest `order_key`s, whatever came first."""
+    return sorted(set(ids), key=order_key)[:EXAMPLES]

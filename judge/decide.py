@@ -73,6 +73,8 @@ def metric_alphas(policy: Policy) -> Alphas:
 
 
 def _by_segment(windows: Sequence[ClosedWindow], comparison: str) -> dict[str, Aggregate]:
+    """The windows per segment and over all, their observations in request order
+    (`Aggregate.in_order`): the same evidence however the pairs arrived."""
     groups: dict[str, list[Aggregate]] = {}
     for w in windows:
         if w.key.comparison == comparison:
@@ -80,7 +82,7 @@ def _by_segment(windows: Sequence[ClosedWindow], comparison: str) -> dict[str, A
     out = {seg: merged(aggs) for seg, aggs in groups.items()}
     if out:
         out[ALL_SEGMENTS] = merged(list(out.values()))
-    return out
+    return {seg: agg.in_order() for seg, agg in out.items()}
 
 
 def _fold(
