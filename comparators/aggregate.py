@@ -16,6 +16,12 @@ truncation are yes/no outcomes of both arms on the same request, so they keep pa
 tables (`PairedCounts`) like failures: the judge reads refusals with the same McNemar test
 as errors. Each kind of signal keeps a few example request ids.
 
+The preference judge (`shadowlens.comparators.preference_budget`) adds each judged pair's
+win (weighted by 1 / p like quality, and unweighted in `preference_seq`), its wins by length
+difference (`LengthBins`, for the length-adjusted win rate) and the lost comparisons; every
+text pair adds what the judge's guard reads: lexical similarity, length ratio and whether
+the candidate switched language.
+
 Nothing here depends on the order pairs arrive in, which a restart or another batching
 changes: per-request observations carry their request's `order_key` and the judge reads
 them in that order (`in_order`), and example ids are those with the lowest keys. Only
@@ -43,7 +49,10 @@ SIGNAL_KINDS = (
     "invalid_json",  # the candidate's JSON
     "schema_misfit",
     "label_flip",
+    "language_change",  # the candidate answered in another language
 )
+LENGTH_BINS = 11  # odd: equal lengths (x = 0) fall in the middle bin's centre
+MIN_LENGTH_RATIO = 1e-3  # an empty answer counts as 1/1000 of the primary's length
 
 
 def order_key(request_id: str) -> int:
@@ -120,6 +129,30 @@ class PairedCounts:
 
 
 @dataclass(slots=True)
+class LengthBins:
+    """Judged wins by the answers' length difference ``x = tanh(log(candidate / primary
+    length))``, in `LENGTH_BINS` equal bins over [-1, 1]: what the length-adjusted win rate
+    (`shadowlens.judge.stats_length`) is fitted on."""
+
+    wins: list[float] = field(default_factory=lambda: [0.0] * LENGTH_BINS)
+    counts: list[int] = field(default_factory=lambda: [0] * LENGTH_BINS)
+
+    def add(self, length_ratio: float, win: float) -> None:
+        x = math.tanh(math.log(max(length_ratio, MIN_LENGTH_RATIO)))
+        i = min(LENGTH_BINS - 1, int((x + 1) / 2 * LENGTH_BINS))
+        self.wins[i] += win
+        self.counts[i] += 1
+
+    def merge(self, other: LengthBins) -> None:
+        self.wins = [a + b for a, b in zip(self.wins, other.wins, strict=True)]
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+
+    @staticmethod
+    def centers() -> list[float]:
+        return [-1 + (2 * i + 1) / LENGTH_BINS for i in range(LENGTH_BINS)]
+
+
+@dataclass(slots=True)
 class Aggregate:
     """Counts, moments, sketches and example ids of a set of pairs."""
 
@@ -144,7 +177,14 @@ class Aggregate:
     candidate_invalid_json: int = 0
     schema_misfits: int = 0  # candidate JSON off the schema (or the primary's shape)
     label_flips: int = 0
+    language_changes: int = 0  # pairs whose candidate answered in another language
+    preference_judged: int = 0  # pairs with the judge's verdict
+    preference_unjudged: int = 0  # eligible pairs without one (budget, unknown, error, ...)
+    judge_cost_usd: float = 0.0
     quality: Moments = field(default_factory=Moments)
+    preference: Moments = field(default_factory=Moments)  # the candidate's win, weighted 1 / p
+    preference_by_length: LengthBins = field(default_factory=LengthBins)
+    log_length_ratio: Moments = field(default_factory=Moments)  # log(candidate / primary)
     log_latency_ratio: Moments = field(default_factory=Moments)
     primary_cost_usd: Moments = field(default_factory=Moments)
     candidate_cost_usd: Moments = field(default_factory=Moments)
@@ -155,6 +195,7 @@ class Aggregate:
     # (score, request id) heaps: the worst examples, kept small
     worst_quality: list[tuple[float, str]] = field(default_factory=list)
     slowest_ratio: list[tuple[float, str]] = field(default_factory=list)
+    lost_preference: list[tuple[float, str]] = field(default_factory=list)  # (1 - win, id)
     failed_ids: list[str] = field(default_factory=list)
     signal_ids: dict[str, list[str]] = field(default_factory=dict)  # kind -> request ids
     # per-request observations in arrival order, for the judge's sequential bounds, and
@@ -168,6 +209,12 @@ class Aggregate:
     failed_keys: list[int] = field(default_factory=list)
     quality_keys: list[int] = field(default_factory=list)
     refused_keys: list[int] = field(default_factory=list)
+    preference_seq: list[float] = field(default_factory=list)  # judged wins
+    lexical_seq: list[float] = field(default_factory=list)  # every text pair's
+    language_seq: list[int] = field(default_factory=list)  # pairs with both languages known
+    preference_keys: list[int] = field(default_factory=list)
+    text_keys: list[int] = field(default_factory=list)
+    language_keys: list[int] = field(default_factory=list)
 
     @property
     def n_requests(self) -> int:
@@ -225,6 +272,7 @@ class Aggregate:
             self.log_latency_ratio.add(math.log(score.latency_ratio))
             _keep_top(self.slowest_ratio, (score.latency_ratio, score.request_id))
         self._add_signals(score, key)
+        self._add_preference(score, key)
 
     def _add_signals(self, s: PairScore, key: int) -> None:
         """Count the pair's signals; None (not applicable) counts nowhere."""
@@ -258,6 +306,32 @@ class Aggregate:
         if s.label_flip is not None:
             self.label_flips += 1
             self._example("label_flip", rid)
+        if s.language_changed is not None:
+            self.language_seq.append(int(s.language_changed))
+            self.language_keys.append(key)
+            if s.language_changed:
+                self.language_changes += 1
+                self._example("language_change", rid)
+
+    def _add_preference(self, s: PairScore, key: int) -> None:
+        """The judge's verdict, and what its guard reads of every text pair."""
+        if s.lexical_similarity is not None:
+            self.lexical_seq.append(s.lexical_similarity)
+            self.text_keys.append(key)
+        if s.length_ratio is not None:
+            self.log_length_ratio.add(math.log(max(s.length_ratio, MIN_LENGTH_RATIO)))
+        if s.preference is None:
+            self.preference_unjudged += s.preference_skip is not None
+            return
+        self.preference_judged += 1
+        self.judge_cost_usd += s.judge_cost_usd or 0.0
+        self.preference.add(s.preference, s.preference_weight)
+        self.preference_seq.append(s.preference)
+        self.preference_keys.append(key)
+        if s.length_ratio is not None:
+            self.preference_by_length.add(s.length_ratio, s.preference)
+        if s.preference < 0.5:
+            _keep_top(self.lost_preference, (1.0 - s.preference, s.request_id))
 
     def _example(self, kind: str, request_id: str) -> None:
         self.signal_ids[kind] = _lowest([*self.signal_ids.get(kind, ()), request_id])
@@ -279,6 +353,8 @@ class Aggregate:
             _keep_top(self.worst_quality, item)
         for item in other.slowest_ratio:
             _keep_top(self.slowest_ratio, item)
+        for item in other.lost_preference:
+            _keep_top(self.lost_preference, item)
         self.failed_ids = _lowest(self.failed_ids + other.failed_ids)
         for kind, ids in other.signal_ids.items():
             self.signal_ids[kind] = _lowest(self.signal_ids.get(kind, []) + ids)
@@ -337,10 +413,12 @@ class Aggregate:
         return sketch.get_quantile_value(q) if sketch.count else None
 
     def examples(self, kind: str) -> list[str]:
-        """Request ids that best show a problem of `kind`: quality, latency, errors or one
-        of `SIGNAL_KINDS`."""
+        """Request ids that best show a problem of `kind`: quality, latency, preference (the
+        comparisons the candidate lost worst), errors or one of `SIGNAL_KINDS`."""
         if kind == "quality":
             return [rid for _, rid in sorted(self.worst_quality, reverse=True)]
+        if kind == "preference":
+            return [rid for _, rid in sorted(self.lost_preference, reverse=True)]
         if kind == "latency":
             return [rid for _, rid in sorted(self.slowest_ratio, reverse=True)]
         if kind in SIGNAL_KINDS:
@@ -366,9 +444,16 @@ _COUNTS = (
     "candidate_invalid_json",
     "schema_misfits",
     "label_flips",
+    "language_changes",
+    "preference_judged",
+    "preference_unjudged",
+    "judge_cost_usd",
 )
 _MERGEABLE = (
     "quality",
+    "preference",
+    "preference_by_length",
+    "log_length_ratio",
     "log_latency_ratio",
     "primary_cost_usd",
     "candidate_cost_usd",
@@ -380,6 +465,9 @@ _KEYED = {
     "failed_keys": ("primary_failed_seq", "candidate_failed_seq"),
     "quality_keys": ("quality_seq",),
     "refused_keys": ("primary_refused_seq", "candidate_refused_seq"),
+    "preference_keys": ("preference_seq",),
+    "text_keys": ("lexical_seq",),
+    "language_keys": ("language_seq",),
 }
 _SEQUENCES = tuple(name for key, names in _KEYED.items() for name in (key, *names))
 

@@ -116,6 +116,7 @@ _SIGNAL_COUNTS = (
     "candidate_invalid_json",
     "schema_misfits",
     "label_flips",
+    "language_changes",
 )
 
 
@@ -172,6 +173,11 @@ def window_columns(windows: Sequence[ClosedWindow]) -> dict[str, list[Any]]:
             "quality_measured": agg.quality_measured,
             "quality_unsampled": agg.quality_unsampled,
             "quality_sampled_fraction": agg.quality_sampled_fraction,
+            "preference_judged": agg.preference_judged,
+            "preference_unjudged": agg.preference_unjudged,
+            "preference_win_rate": agg.preference.mean,
+            "judge_cost_usd": agg.judge_cost_usd,
+            "preference_lost_ids": agg.examples("preference"),
             "log_latency_ratio_n": agg.log_latency_ratio.n,
             "log_latency_ratio_mean": agg.log_latency_ratio.mean,
             "log_latency_ratio_var": agg.log_latency_ratio.variance,

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from ddsketch import DDSketch
-from shadowlens.comparators.aggregate import Aggregate, Moments, PairedCounts
+from shadowlens.comparators.aggregate import Aggregate, LengthBins, Moments, PairedCounts
 from shadowlens.judge.decide import ExperimentState
 from shadowlens.judge.evidence_state import SegmentEvidence
 from shadowlens.judge.lifecycle import Lifecycle
@@ -42,6 +42,7 @@ STATE_TYPES: dict[str, type] = {
         Aggregate,
         Moments,
         PairedCounts,
+        LengthBins,
         ExperimentState,
         SegmentEvidence,
         BoundedMeanCS,

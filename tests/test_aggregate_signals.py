@@ -46,6 +46,9 @@ def scored(rid: str, **signals: Any) -> PairScore:
          {"candidate_invalid_json": 1, "schema_misfits": 1}, "invalid_json schema_misfit"),
         ({"json_schema_ok": False}, {"schema_misfits": 1}, "schema_misfit"),
         ({"label_flip": "positive->negative"}, {"label_flips": 1}, "label_flip"),
+        ({"language_changed": True}, {"language_changes": 1, "language_seq": [1]},
+         "language_change"),
+        ({"language_changed": False}, {"language_changes": 0, "language_seq": [0]}, None),
     ],
 )  # fmt: skip
 def test_each_signal_is_counted_where_it_applies(
@@ -92,6 +95,7 @@ def test_merge_equals_adding_everything_to_one() -> None:
             candidate_json_valid=i % 8 != 0,
             json_schema_ok=i % 10 != 0,
             label_flip="a->b" if i % 13 == 0 else None,
+            language_changed=i % 12 == 0,
         )
         for i in range(200)
     ]
@@ -104,6 +108,7 @@ def test_merge_equals_adding_everything_to_one() -> None:
         "candidate_invalid_json",
         "schema_misfits",
         "label_flips",
+        "language_changes",
     ):
         assert getattr(total, name) == getattr(one, name) > 0, name
     assert sorted(total.candidate_refused_seq) == sorted(one.candidate_refused_seq)
