@@ -9,7 +9,7 @@ measures prototypes and how a reworked statistic can be tried beside the current
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from shadowlens.judge.classify import (
@@ -23,6 +23,7 @@ from shadowlens.judge.classify import (
 )
 from shadowlens.judge.evidence_state import SegmentEvidence
 from shadowlens.judge.policy import Policy
+from shadowlens.judge.preference import PreferenceEvidence, classify_preference, defer_quality
 from shadowlens.judge.verdicts import Evidence
 
 
@@ -36,6 +37,8 @@ class SegmentCase:
     alpha: Alphas
     reference: QualityReference  # what candidate quality is compared with
     overall: SegmentEvidence | None  # the all-segments evidence; None when judging it
+    # the preference judge's evidence since the last rollback (carried across stages)
+    preference: PreferenceEvidence = field(default_factory=PreferenceEvidence)
 
 
 class MetricClassifier(Protocol):
@@ -57,7 +60,9 @@ def _errors(case: SegmentCase) -> Evidence:
 
 
 def _quality(case: SegmentCase) -> Evidence:
-    return classify_quality(case.evidence, case.segment, case.reference, case.policy, case.alpha)
+    """Similarity to the primary; left to the preference judge where it covers the pairs."""
+    e = classify_quality(case.evidence, case.segment, case.reference, case.policy, case.alpha)
+    return defer_quality(e, case.evidence.totals)
 
 
 def _cost(case: SegmentCase) -> Evidence:
@@ -66,6 +71,13 @@ def _cost(case: SegmentCase) -> Evidence:
 
 def _refusals(case: SegmentCase) -> Evidence:
     return classify_refusals(case.evidence, case.segment, case.policy, case.alpha)
+
+
+def _preference(case: SegmentCase) -> Evidence:
+    """The win rate and its guard, which reads the stage's refusal verdict."""
+    return classify_preference(
+        case.preference, case.segment, case.policy, case.alpha, _refusals(case)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +89,7 @@ class Classifiers:
     quality: MetricClassifier = _quality
     cost: MetricClassifier = _cost
     refusals: MetricClassifier = _refusals
+    preference: MetricClassifier = _preference
 
     def classify(self, case: SegmentCase) -> list[Evidence]:
         """Every rollback metric's evidence for the case, in `decide.ROLLBACK_METRICS` order."""
@@ -86,6 +99,7 @@ class Classifiers:
             self.quality(case),
             self.cost(case),
             self.refusals(case),
+            self.preference(case),
         ]
 
 

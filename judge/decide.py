@@ -7,15 +7,19 @@ the clock (`now_ms`, event time) and the per-metric classifiers (`Classifiers`, 
 default) are arguments.
 
 Error budget: `judge.alpha` is the chance of one false rollback over a whole ramp. It is
-split (Bonferroni) over the stages, the five rollback metrics and the segments (plus the
+split (Bonferroni) over the stages, the six rollback metrics and the segments (plus the
 all-segments view); within a stage the bounds are time-uniform, so judging after every
-window spends nothing more.
+window spends nothing more. The `preference` judge's evidence is one time-uniform sequence
+from the experiment's start (or its last rollback) to now, carried across promotions: in
+shadow mode it does not depend on the traffic share; its share of the budget is split over
+the stages like the others', so carrying it spends nothing more either.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol, Self, TypeVar
 
 from shadowlens.comparators.aggregate import Aggregate, merged
 from shadowlens.judge.classifiers import CLASSIFIERS, Classifiers, SegmentCase
@@ -23,9 +27,10 @@ from shadowlens.judge.classify import Alphas, QualityReference, classify_pairing
 from shadowlens.judge.evidence_state import SegmentEvidence, _bounded
 from shadowlens.judge.lifecycle import Assessment, Lifecycle, Step, judged
 from shadowlens.judge.policy import Policy
+from shadowlens.judge.preference import PreferenceEvidence
 from shadowlens.judge.ramp import RampState
 from shadowlens.judge.stats_means import BoundedMeanCS
-from shadowlens.judge.verdicts import Decision, Evidence, Metric, Verdict
+from shadowlens.judge.verdicts import Action, Decision, Evidence, Metric, Verdict
 from shadowlens.pipeline.windows import ClosedWindow
 
 ALL_SEGMENTS = "*"
@@ -35,6 +40,7 @@ ROLLBACK_METRICS = (
     Metric.QUALITY,
     Metric.COST,
     Metric.REFUSAL_RATE,
+    Metric.PREFERENCE,
 )
 MUST_PASS = frozenset({Metric.LATENCY_P99, Metric.ERROR_RATE, Metric.PAIRING_RATE})
 GATING = frozenset({Metric.LATENCY_P99, Metric.ERROR_RATE})  # per segment, once it has data
@@ -49,12 +55,15 @@ class ExperimentState:
     replicas: Mapping[str, SegmentEvidence] = field(default_factory=dict)  # this stage
     baseline: BoundedMeanCS = field(default_factory=_bounded)  # early quality, kept
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    # the preference judge's, since the last rollback: it does not depend on the share
+    preference: Mapping[str, PreferenceEvidence] = field(default_factory=dict)
 
     def after(self, step: Step) -> ExperimentState:
         """This state moved by a lifecycle step; a (re)started stage is judged on its own
-        evidence."""
+        evidence, except the preference judge's, which only a rollback restarts."""
         if step.fresh:
-            return ExperimentState(step.ramp, {}, {}, self.baseline, step.life)
+            kept = {} if step.action == Action.ROLLBACK else self.preference
+            return ExperimentState(step.ramp, {}, {}, self.baseline, step.life, kept)
         return replace(self, ramp=step.ramp, lifecycle=step.life)
 
 
@@ -85,12 +94,19 @@ def _by_segment(windows: Sequence[ClosedWindow], comparison: str) -> dict[str, A
     return {seg: agg.in_order() for seg, agg in out.items()}
 
 
+class _Folds(Protocol):
+    def fold(self, window: Aggregate) -> Self: ...
+
+
+FoldsT = TypeVar("FoldsT", bound=_Folds)
+
+
 def _fold(
-    known: Mapping[str, SegmentEvidence], new: Mapping[str, Aggregate]
-) -> dict[str, SegmentEvidence]:
+    known: Mapping[str, FoldsT], new: Mapping[str, Aggregate], empty: Callable[[], FoldsT]
+) -> dict[str, FoldsT]:
     folded = dict(known)
     for segment, agg in new.items():
-        folded[segment] = folded.get(segment, SegmentEvidence()).fold(agg)
+        folded[segment] = folded.get(segment, empty()).fold(agg)
     return folded
 
 
@@ -112,8 +128,10 @@ def _case(
     replicas: Mapping[str, SegmentEvidence],
     baseline: BoundedMeanCS,
     policy: Policy,
+    preference: Mapping[str, PreferenceEvidence],
 ) -> SegmentCase:
-    """One segment's stage evidence with its reference, budgets and the all-segments view."""
+    """One segment's stage evidence with its reference, budgets and the all-segments view,
+    and its preference evidence."""
     return SegmentCase(
         evidence=segments[segment],
         segment=segment,
@@ -121,6 +139,7 @@ def _case(
         alpha=metric_alphas(policy),
         reference=_reference(segment, replicas, baseline, policy),
         overall=None if segment == ALL_SEGMENTS else segments.get(ALL_SEGMENTS),
+        preference=preference.get(segment, PreferenceEvidence()),
     )
 
 
@@ -134,8 +153,9 @@ def decide(
 ) -> tuple[Decision, ExperimentState]:
     """Judge the windows that just closed with `classifiers`, then promote, hold or roll back."""
     candidate = _by_segment(windows, "candidate")
-    segments = _fold(state.segments, candidate)
-    replicas = _fold(state.replicas, _by_segment(windows, "replica"))
+    segments = _fold(state.segments, candidate, SegmentEvidence)
+    replicas = _fold(state.replicas, _by_segment(windows, "replica"), SegmentEvidence)
+    preference = _fold(state.preference, candidate, PreferenceEvidence)
     baseline = state.baseline
     missing = policy.quality.baseline_pairs - baseline.n
     if missing > 0 and ALL_SEGMENTS in candidate:
@@ -145,7 +165,7 @@ def decide(
     evidence = [
         e
         for seg in ordered
-        for e in classifiers.classify(_case(seg, segments, replicas, baseline, policy))
+        for e in classifiers.classify(_case(seg, segments, replicas, baseline, policy, preference))
     ]
     if ALL_SEGMENTS in segments:
         evidence.append(classify_pairing(segments[ALL_SEGMENTS], ALL_SEGMENTS, policy))
@@ -161,7 +181,9 @@ def decide(
     )
     step = judged(state.ramp, state.lifecycle, assessment, policy.ramp, now_ms)
     decision = step.decision(experiment, state.ramp, policy.ramp, now_ms, tuple(evidence))
-    judged_state = ExperimentState(state.ramp, segments, replicas, baseline, state.lifecycle)
+    judged_state = ExperimentState(
+        state.ramp, segments, replicas, baseline, state.lifecycle, preference
+    )
     return decision, judged_state.after(step)
 
 

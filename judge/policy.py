@@ -15,6 +15,7 @@ from typing import Any, get_type_hints
 
 from shadowlens.comparators.cascade import SemanticPolicy
 from shadowlens.comparators.cost import Price
+from shadowlens.comparators.preference_budget import JudgeBudget
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,29 @@ class QualityPolicy:
     max_relative_drop: float = 0.10  # agreement/similarity down more than 10 % relative
     baseline_pairs: int = 200  # without a replica arm: the first pairs set the baseline
     critical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PreferencePolicy:
+    """The pairwise preference judge (`[preference]`): the candidate's win rate against the
+    primary, and the guard that keeps a judge-fooling candidate from passing on it.
+
+    Generation quality passes only if the win rate's bound clears `min_win_rate` *and* the
+    answers stay answers: lexical similarity to the primary's above a floor, no collapse of
+    length or language, no refusal regression (`shadowlens.judge.preference`)."""
+
+    min_win_rate: float = 0.45  # ties count half; parity (an identical candidate) is 0.5
+    critical: bool = False
+    min_lexical_similarity: float = 0.45  # mean token-set similarity to the primary's answers
+    min_length_ratio: float = 0.10  # geometric mean of candidate / primary answer length
+    max_language_change: float = 0.10  # share of answers in another language than the primary's
+    budget: JudgeBudget = field(default_factory=JudgeBudget)  # [preference.budget]
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_win_rate < 1 or not 0 <= self.min_lexical_similarity < 1:
+            raise ValueError("min_win_rate must be in (0, 1), min_lexical_similarity in [0, 1)")
+        if not 0 < self.min_length_ratio <= 1 or not 0 < self.max_language_change <= 1:
+            raise ValueError("min_length_ratio and max_language_change must be in (0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +159,7 @@ class Policy:
     errors: ErrorPolicy = field(default_factory=ErrorPolicy)
     refusals: RefusalPolicy = field(default_factory=RefusalPolicy)
     quality: QualityPolicy = field(default_factory=QualityPolicy)
+    preference: PreferencePolicy = field(default_factory=PreferencePolicy)
     cost: CostPolicy = field(default_factory=CostPolicy)
     windows: WindowPolicy = field(default_factory=WindowPolicy)
     pairing: PairingPolicy = field(default_factory=PairingPolicy)

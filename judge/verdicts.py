@@ -13,6 +13,7 @@ class Metric(StrEnum):
     COST = "cost"
     PAIRING_RATE = "pairing_rate"
     REFUSAL_RATE = "refusal_rate"
+    PREFERENCE = "preference"  # the judge's win rate of the candidate, with its guard
 
 
 class Verdict(StrEnum):

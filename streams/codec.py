@@ -26,6 +26,7 @@ from shadowlens.comparators.aggregate import Aggregate, LengthBins, Moments, Pai
 from shadowlens.judge.decide import ExperimentState
 from shadowlens.judge.evidence_state import SegmentEvidence
 from shadowlens.judge.lifecycle import Lifecycle
+from shadowlens.judge.preference import PreferenceEvidence
 from shadowlens.judge.ramp import RampState
 from shadowlens.judge.stats_means import BoundedMeanCS, GaussianMixtureCS
 from shadowlens.judge.verdicts import Action, Blocker, Metric, Phase, Proposal
@@ -45,6 +46,7 @@ STATE_TYPES: dict[str, type] = {
         LengthBins,
         ExperimentState,
         SegmentEvidence,
+        PreferenceEvidence,
         BoundedMeanCS,
         GaussianMixtureCS,
         RampState,

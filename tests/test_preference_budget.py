@@ -19,6 +19,7 @@ from shadowlens.comparators.preference_budget import (
     plan_judging,
     tally,
 )
+from shadowlens.judge.policy import PolicyError, parse_policy
 from shadowlens.schemas.events import Status, Task
 
 from tests.builders import event
@@ -111,3 +112,11 @@ def test_the_pairs_rate_is_lowered_to_spread_the_dollars_over_the_day() -> None:
         spend.rate(JudgeBudget(max_pairs_per_s=0.05, max_usd_per_day=86.4)).max_pairs_per_s == 0.05
     )
 
+
+def test_the_budget_is_read_from_the_policy() -> None:
+    policy = parse_policy({"preference": {"budget": {"max_pairs_per_s": 2, "max_usd_per_day": 5}}})
+    assert policy.preference.budget == JudgeBudget(max_pairs_per_s=2, max_usd_per_day=5)
+    with pytest.raises(PolicyError, match="min_sample_fraction"):
+        parse_policy({"preference": {"budget": {"min_sample_fraction": 0}}})
+    with pytest.raises(PolicyError, match="min_win_rate"):
+        parse_policy({"preference": {"min_win_rate": 1.5}})
