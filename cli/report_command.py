@@ -38,8 +38,8 @@ def report(
     fail_on_rollback: Annotated[
         bool,
         typer.Option(
-            help=f"Exit {int(ExitCode.ROLLBACK)} if the verdict is NO-GO (the last decision "
-            "rolled back or failed a check)."
+            help=f"Exit {int(ExitCode.ROLLBACK)} if the verdict is NO-GO (a rollback, or a "
+            "failed check that has not passed since)."
         ),
     ] = False,
     require_go: Annotated[

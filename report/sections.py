@@ -83,11 +83,13 @@ def summary(d: ReportData) -> str:
 
 
 def checks(v: GoNoGo, d: ReportData) -> str:
-    """The last decision's verdicts as a metric x segment grid, next to the policy limits."""
+    """The last decision's verdicts as a metric x segment grid, next to the policy limits:
+    the segments worst first (the verdict's order), each cell's evidence on hover, and the
+    all-segments evidence in the last column, so every segment is on screen before it."""
     if not v.checks:
         return '<p class="note">No verdicts yet.</p>'
     metrics = list(dict.fromkeys(c.metric for c in v.checks))
-    segs = sorted({c.segment for c in v.checks} - {OVERALL})
+    segs = list(dict.fromkeys(c.segment for c in v.checks if c.segment != OVERALL))
     cell = {(c.metric, c.segment): c for c in v.checks}
     rows = []
     for m in metrics:
@@ -97,7 +99,6 @@ def checks(v: GoNoGo, d: ReportData) -> str:
             e(m),
             f'<td class="l nw">{e(limit)}</td>',
             verdict_cell(overall.verdict) if overall else "-",
-            f'<td class="l">{e(overall.detail) if overall else ""}</td>',
         ]
         for seg in segs:
             c = cell.get((m, seg))
@@ -106,12 +107,13 @@ def checks(v: GoNoGo, d: ReportData) -> str:
                 if c
                 else "<td></td>"
             )
+        row.append(f'<td class="l">{e(overall.detail) if overall else ""}</td>')
         rows.append(row)
     p = d.policy
     return (
         "<h3>Verdicts of the last decision against the policy</h3>"
         + table(
-            ["metric", "policy limit", "all segments", "evidence (all segments)", *segs],
+            ["metric", "policy limit", "all segments", *segs, "evidence (all segments)"],
             rows,
             left=4 + len(segs),
             table_id="verdicts",

@@ -1,4 +1,4 @@
-"""Go/no-go: where the migration stands against the policy, from the last decision.
+"""Go/no-go: where the migration stands against the policy over its whole life.
 
 Kept apart from the loader because it is the report's one judgement: it reads decisions
 already made by the judge and turns them into a status and a checklist, nothing else.
@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from shadowlens.judge.policy import Policy
 from shadowlens.judge.verdicts import Action, Metric, Phase, Verdict
-from shadowlens.report.rows import OVERALL, DecisionRow
+from shadowlens.report.rows import OVERALL, DecisionRow, EvidenceRow
+
+SEVERITY = {Verdict.FAIL: 0, Verdict.INCONCLUSIVE: 1, Verdict.NODATA: 2, Verdict.PASS: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,21 +54,49 @@ def limit_text(metric: str, policy: Policy) -> str:
     return ""
 
 
-def go_no_go(decisions: Sequence[DecisionRow], policy: Policy) -> GoNoGo:
-    """Where the migration stands against the policy, from the last decision.
+def segments_worst_first(evidence: Sequence[EvidenceRow]) -> list[str]:
+    """The segments of `evidence` (not the all-segments view), the worst verdict first."""
+    worst: dict[str, int] = {}
+    for e in evidence:
+        if e.segment != OVERALL:
+            rank = SEVERITY.get(Verdict(e.verdict), 2)
+            worst[e.segment] = min(worst.get(e.segment, rank), rank)
+    return sorted(worst, key=lambda seg: (worst[seg], seg))
 
-    NO-GO: the last decision rolled back, one of its verdicts fails, or the experiment is
-    rolled back or aborted. GO: the ramp has reached its last stage (then the headline says
-    when the old deployment may be decommissioned, or why not yet), or every overall verdict
-    passes (ready for the next stage). NOT YET: paused, waiting for an approval, or nothing
-    fails but the evidence is still inconclusive or missing.
+
+def persisting(decisions: Sequence[DecisionRow]) -> list[tuple[DecisionRow, EvidenceRow]]:
+    """Failures that have not passed since, with the decision that saw them fail last: a
+    rollback whose cause persists (or has gone quiet) is no better for the minutes since."""
+    open_: dict[tuple[str, str], tuple[DecisionRow, EvidenceRow]] = {}
+    for d in decisions:
+        for e in d.evidence:
+            if e.verdict == Verdict.FAIL:
+                open_[(e.metric, e.segment)] = (d, e)
+            elif e.verdict == Verdict.PASS:
+                open_.pop((e.metric, e.segment), None)
+    return list(open_.values())
+
+
+def go_no_go(decisions: Sequence[DecisionRow], policy: Policy) -> GoNoGo:
+    """Where the migration stands against the policy over its whole life.
+
+    NO-GO: the last decision rolled back, one of its verdicts fails, the experiment is
+    rolled back or aborted, or a failure seen earlier has not passed since (a regression
+    that went quiet is not gone): the headline gives that failure's evidence. GO: the ramp
+    has reached its last stage (then the headline says when the old deployment may be
+    decommissioned, or why not yet), or every overall verdict passes (ready for the next
+    stage). NOT YET: paused, waiting for an approval, or nothing fails but the evidence is
+    still inconclusive or missing. The checks are the last decision's, the all-segments
+    view first, then the segments worst first.
     """
     if not decisions:
         return GoNoGo("NO DATA", "no decision yet: the judge has not closed a window", None, ())
     last = decisions[-1]
     order = {m: i for i, m in enumerate(Metric)}
+    place = {seg: i for i, seg in enumerate(segments_worst_first(last.evidence))}
     ev = sorted(
-        last.evidence, key=lambda e: (e.segment != OVERALL, order.get(e.metric, 99), e.segment)
+        last.evidence,
+        key=lambda e: (e.segment != OVERALL, place.get(e.segment, -1), order.get(e.metric, 99)),
     )
     checks = tuple(
         Check(e.metric, e.segment, e.verdict, limit_text(e.metric, policy), e.reason) for e in ev
@@ -77,9 +107,24 @@ def go_no_go(decisions: Sequence[DecisionRow], policy: Policy) -> GoNoGo:
         failing = ", ".join(f"{e.metric} [{e.segment}]" for e in last.failing) or last.reason
         return GoNoGo("NO-GO", f"{last.action} to {stage}: {failing} failed", last, checks)
     if last.phase in (Phase.ROLLED_BACK, Phase.ABORTED):
-        return GoNoGo(
-            "NO-GO", f"{last.phase.replace('_', ' ')} at {stage}: {last.reason}", last, checks
+        causes = "".join(
+            f"; {e.metric} [{e.segment}] failed at {d.decided_at:%H:%M}: {e.reason}"
+            for d, e in persisting(decisions)
         )
+        return GoNoGo(
+            "NO-GO",
+            f"{last.phase.replace('_', ' ')} at {stage}: {last.reason}{causes}",
+            last,
+            checks,
+        )
+    unresolved = persisting(decisions)
+    if unresolved:
+        causes = "; ".join(
+            f"{e.metric} [{e.segment}] failed at {d.decided_at:%H:%M} and has not passed "
+            f"since: {e.reason}"
+            for d, e in unresolved
+        )
+        return GoNoGo("NO-GO", f"at {stage}: {causes}", last, checks)
     if last.phase in (Phase.PAUSED, Phase.AWAITING_APPROVAL):
         return GoNoGo("NOT YET", f"{last.reason} ({stage})", last, checks)
     if last.phase == Phase.COMPLETE:

@@ -1,7 +1,7 @@
 """`shadowlens report`: the pure rendering pieces, and the whole report from a replayed store.
 
 The end-to-end fixture replays 600 requests of the shipped real sample (latency regression
-from minute 2, 5 % lost candidates, a replica arm on 20 % of requests, malformed input)
+throughout, 5 % lost candidates, a replica arm on 20 % of requests, malformed input)
 into a chdb store, then renders the report through the CLI. The browser test
 (``-m browser``) opens it in headless Chromium (Debian package ``chromium``), takes a
 screenshot and fails on any console message; it fails, never skips, when Chromium is
@@ -32,6 +32,7 @@ from shadowlens.report.html import render
 from shadowlens.report.markup import fmt_usd
 from shadowlens.report.model import ReportData, load
 from shadowlens.report.rows import DecisionRow, EvidenceRow, Overview, SegmentRow
+from shadowlens.report.sections import checks
 from shadowlens.report.timeline import stage_level
 from shadowlens.report.verdict import go_no_go
 from shadowlens.store.client import Store
@@ -183,6 +184,34 @@ def test_go_no_go_against_the_policy(decisions, status) -> None:
         assert all(c.limit for c in verdict.checks)
 
 
+def test_a_failure_that_has_not_passed_since_keeps_the_verdict_no_go() -> None:
+    """A segment fails, then goes quiet (a batch job): the decisions since only hold, but
+    the experiment's standing over its life is NO-GO, with that failure's evidence, until
+    the segment passes again."""
+    failed = _decision("rollback", 1.0, *ALL_PASS, _ev("latency_p99", "fail", "batch"))
+    quiet = _decision("hold", 1.0, *ALL_PASS, _ev("latency_p99", "nodata", "batch"))
+    verdict = go_no_go((failed, quiet, quiet), POLICY)
+    assert verdict.status == "NO-GO"
+    assert "latency_p99 [batch] failed at 00:00 and has not passed since: why" in verdict.headline
+    passed = _decision("hold", 1.0, *ALL_PASS, _ev("latency_p99", "pass", "batch"))
+    assert go_no_go((failed, quiet, passed), POLICY).status == "GO"
+
+
+def test_the_verdicts_show_the_worst_segment_first(small_data: ReportData) -> None:
+    last = _decision(
+        "hold", 5.0, *ALL_PASS,
+        _ev("quality", "pass", "a"), _ev("quality", "nodata", "b"),
+        _ev("quality", "inconclusive", "c"), _ev("latency_p99", "fail", "z"),
+    )  # fmt: skip
+    verdict = go_no_go((last,), POLICY)
+    order = list(dict.fromkeys(c.segment for c in verdict.checks))
+    assert order == ["*", "z", "c", "b", "a"]
+    html = checks(verdict, small_data)
+    heads = re.findall(r"<th[^>]*>([^<]*)</th>", html)
+    assert heads == ["metric", "policy limit", "all segments", "z", "c", "b", "a",
+                     "evidence (all segments)"]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory) -> ReportData:
     """A small real ReportData (its own 300-request replay) for the rendering tests."""
@@ -256,7 +285,7 @@ def test_dollar_formats() -> None:
 def replayed(tmp_path_factory) -> tuple[Path, ReplayResult]:
     """A chdb store filled by a replay with faults; closed again before the tests run."""
     root = tmp_path_factory.mktemp("report")
-    faults = Faults(latency_factor=1.5, latency_after_ms=120_000, drop_share=0.05, malformed=True)
+    faults = Faults(latency_factor=1.5, drop_share=0.05, malformed=True)  # slower throughout
     spec = TrafficSpec(requests=600, replica_share=0.2)
     with Store.open(f"chdb://{root}/ch") as store:
         store.migrate()
