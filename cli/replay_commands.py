@@ -22,8 +22,25 @@ from shadowlens.cli.options import (
 )
 from shadowlens.cli.output import console, err, fail
 from shadowlens.cli.traffic_options import TrafficOptions, with_traffic_options
+from shadowlens.comparators.pairs import PairScore
+from shadowlens.job.pipeline import Enricher
 from shadowlens.store.dsn import DEFAULT_DSN
 from shadowlens.streams.config import redact_dsn
+from shadowlens.streams.preference_stage import DEFAULT_JUDGE_DATA
+
+
+def _chain(*steps: Enricher | None) -> Enricher | None:
+    """The enrich steps that are on, run one after the other (semantic, then the judge)."""
+    on = [step for step in steps if step is not None]
+    if not on:
+        return None
+
+    def run(scores: list[PairScore]) -> list[PairScore]:
+        for step in on:
+            scores = step(scores)
+        return scores
+
+    return run
 
 
 @with_traffic_options
@@ -44,6 +61,39 @@ def replay(
         str,
         typer.Option(help="Semantic similarity of text pairs: off, torch or onnx."),
     ] = "off",
+    judge: Annotated[
+        str,
+        typer.Option(
+            help="Pairwise preference judge of the candidate's text answers: off, recorded "
+            "(AlpacaEval annotations from --judge-data) or litellm:MODEL (any "
+            "OpenAI-compatible chat model; docs/preference.md)."
+        ),
+    ] = "off",
+    judge_data: Annotated[
+        Path,
+        typer.Option(
+            file_okay=False, help="Recorded judgments (AlpacaEval annotation *.json files)."
+        ),
+    ] = DEFAULT_JUDGE_DATA,
+    judge_api_base: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SHADOWLENS_JUDGE_API_BASE",
+            help="Endpoint of the litellm judge (default: its provider's).",
+        ),
+    ] = None,
+    judge_api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SHADOWLENS_JUDGE_API_KEY",
+            show_default=False,
+            help="API key of the litellm judge (default: its provider's variable).",
+        ),
+    ] = None,
+    allow_self_judge: Annotated[
+        bool,
+        typer.Option(help="Let the judge model be one of the compared models."),
+    ] = False,
     dsn: DsnOption = DEFAULT_DSN,
     policy_path: PolicyOption = None,
     progress: ProgressOption = True,
@@ -70,14 +120,23 @@ def replay(
     from shadowlens.replay.jsonl import write_jsonl
     from shadowlens.replay.run import run_replay
     from shadowlens.report.summary import print_summary
+    from shadowlens.streams.judge_litellm import JudgeUnavailable
+    from shadowlens.streams.preference_stage import JudgeSettings, PreferenceStep
     from shadowlens.streams.semantic_stage import make_cascade
 
     policy = policy_from(policy_path)
     policy = replace(policy, ramp=replace(policy.ramp, stability_ms=stability_ms))
     try:
-        enrich = make_cascade(semantic, policy)
-    except (ValueError, SemanticBackendUnavailable) as exc:
+        cascade = make_cascade(semantic, policy)
+        judging = JudgeSettings(
+            judge, judge_data, judge_api_base, judge_api_key, allow_self=allow_self_judge
+        )
+        if traffic.events is None:  # built traffic: the arms' models are known up front
+            judging.refuse_self_judging((traffic.primary, traffic.candidate))
+        judge_step = PreferenceStep.build(judging, policy)
+    except (ValueError, SemanticBackendUnavailable, JudgeUnavailable) as exc:
         raise fail(str(exc)) from None
+    enrich = _chain(cascade, judge_step)
     payloads = traffic.payloads()
     if export is not None:
         write_jsonl(export, (raw for raw, _ in payloads))

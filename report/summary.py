@@ -13,6 +13,7 @@ from shadowlens.comparators.aggregate import Aggregate
 from shadowlens.comparators.cascade import sampled_fraction
 from shadowlens.comparators.pairs import PairScore
 from shadowlens.judge.verdicts import Action, Decision
+from shadowlens.report.preference import JudgedPair, PreferenceRow, preference_rows
 
 TOTAL = "(all)"
 
@@ -69,6 +70,41 @@ def segment_table(aggs: dict[str, Aggregate], title: str) -> Table:
     return table
 
 
+def preference_table(rows: Sequence[PreferenceRow]) -> Table:
+    """The judge's win rate of the candidate per segment, with anytime-valid 95 % bounds."""
+    table = Table(title="Preference judge: candidate vs primary, per segment", title_justify="left")
+    for col in ("segment", "judged", "win rate", "95 % bounds", "length-adj.", "not judged", "$"):
+        table.add_column(col, justify="left" if col in ("segment", "not judged") else "right")
+    for r in rows:
+        bounds = "-" if r.lo is None or r.hi is None else f"[{r.lo:.1%}, {r.hi:.1%}]"
+        table.add_row(
+            r.segment,
+            str(r.judged),
+            _pct(r.win_rate),
+            bounds,
+            _pct(r.length_adjusted),
+            ", ".join(f"{k} {v}" for k, v in r.unjudged.items()) or "-",
+            f"{r.cost_usd:.4f}",
+        )
+    return table
+
+
+def judged_pairs(scores: Sequence[PairScore]) -> list[JudgedPair]:
+    """What the preference table reads of the candidate's pairs."""
+    return [
+        JudgedPair(
+            s.request_id,
+            s.segment,
+            s.preference,
+            s.preference_skip,
+            s.length_ratio,
+            s.judge_cost_usd,
+        )
+        for s in scores
+        if s.comparison == "candidate"
+    ]
+
+
 def decision_table(decisions: Sequence[Decision]) -> Table:
     table = Table(title="Decisions (event time)", title_justify="left")
     for col in ("time", "experiment", "epoch", "action", "traffic", "reason"):
@@ -97,6 +133,9 @@ def print_summary(
         aggs = segment_aggregates(scores, comparison)
         if aggs:
             console.print(segment_table(aggs, f"Primary vs {comparison}, per segment"))
+    rows = preference_rows(judged_pairs(scores))
+    if rows:
+        console.print(preference_table(rows))
     console.print(decision_table(decisions))
     console.print(
         "counts: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())), highlight=False

@@ -64,6 +64,12 @@ Faust and aiokafka only through `shadowlens.streams.kafka_security`.
 | SHADOWLENS_STATS_INTERVAL_S | 5 | how often the worker logs its counters |
 | SHADOWLENS_REDACT | false | pairs leave the pairing stage with body hashes, not bodies |
 | SHADOWLENS_SEMANTIC | off | semantic similarity of text pairs: off, torch or onnx |
+| SHADOWLENS_JUDGE | off | preference judge: off, recorded or litellm:MODEL (docs/preference.md) |
+| SHADOWLENS_JUDGE_DATA | ../shared/data/alpaca_eval_judge | recorded judgments (annotation files) |
+| SHADOWLENS_JUDGE_API_BASE | (provider's) | endpoint of the litellm judge |
+| SHADOWLENS_JUDGE_API_KEY | (provider's) | its API key (secret); else the provider's variable |
+| SHADOWLENS_JUDGE_ALLOW_SELF | false | let the judge model be one of the compared models |
+| SHADOWLENS_JUDGE_WAIT_S | 5 | longest wait for a batch's judgments; later ones count as late |
 | SHADOWLENS_LOG_LEVEL | info | worker log level |
 """
 
@@ -144,6 +150,12 @@ class Settings:
     stats_interval_s: float = 5.0
     redact: bool = False
     semantic: str = "off"
+    judge: str = "off"
+    judge_data: Path = Path("../shared/data/alpaca_eval_judge")
+    judge_api_base: str = ""
+    judge_api_key: str = field(default="", repr=False)
+    judge_allow_self: bool = False
+    judge_wait_s: float = 5.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -233,6 +245,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value set, for `redact_secrets`."""
         values = [self.kafka_sasl_password, self.clickhouse_password, self.control_key]
+        values.append(self.judge_api_key)
         values += self.signing_key.split()[-1:]  # the base64: the secret part of the key's line
         values.append(urlsplit(self.dsn).password or "")
         return [v for v in values if v]
@@ -257,7 +270,8 @@ class Settings:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["dsn"] = redact_dsn(self.dsn)
         out["policy"] = str(self.policy) if self.policy else "(built-in)"
-        for name in ("kafka_sasl_password", "clickhouse_password", "signing_key", "control_key"):
+        secret = ("kafka_sasl_password", "clickhouse_password", "signing_key", "control_key")
+        for name in (*secret, "judge_api_key"):
             out[name] = MASK if out[name] else ""
         return out
 

@@ -5,7 +5,8 @@ ClickHouse: how many pairs and orphans each experiment and segment produce, how 
 candidate diverges from the primary, how much slower it is, which ramp stage and decision
 are current, whether the judge is alive (heartbeat age) and whether the worker keeps up
 (consumer lag), how often each arm refuses or is cut off by the token limit, which share
-of the pairs the semantic budget measured, whether ClickHouse takes the writes (store
+of the pairs the semantic budget measured, how often the preference judge prefers the
+candidate and what it spends, whether ClickHouse takes the writes (store
 health, rows buffered while it fails, retries), whether the pairing table sheds open
 requests and how far the gateways' clocks disagree. Names follow the Prometheus
 conventions: a ``shadowlens_`` prefix, ``_total`` counters, base units (``_seconds``,
@@ -173,6 +174,32 @@ class Metrics:
         "shadowlens_truncations_total",
         "Answers cut off by the token limit (finish reason length/max_tokens), per arm.",
         BY_ARM,
+    )
+    preference_judged = Family(
+        Counter,
+        "shadowlens_preference_judged_total",
+        "Pairs the preference judge decided (comparators.preference).",
+        BY_COMPARISON,
+    )
+    preference_wins = Family(
+        Counter,
+        "shadowlens_preference_wins_total",
+        "The candidate's wins against the primary in judged pairs, ties counting half: "
+        "its rate over shadowlens_preference_judged_total's is the candidate's win rate.",
+        BY_COMPARISON,
+    )
+    preference_unjudged = Family(
+        Counter,
+        "shadowlens_preference_unjudged_total",
+        "Eligible pairs the judge did not decide, by reason: budget, unknown (no recorded "
+        "judgment), self_judge, error, late.",
+        ("experiment", "reason"),
+    )
+    judge_spend = Family(
+        Counter,
+        "shadowlens_judge_spend_usd_total",
+        "US dollars the preference judge spent (both orders, retries included).",
+        BY_EXPERIMENT,
     )
     sampled = Family(
         Gauge,
@@ -349,6 +376,7 @@ class Metrics:
             if s.candidate_failed:
                 self.failures.labels(exp, seg, s.comparison).inc()
             self._observe_signals(exp, seg, s)
+            self._observe_preference(exp, seg, s)
             quality = s.quality
             if quality is not None and math.isfinite(quality):
                 divergence = min(1.0, max(0.0, 1.0 - quality))
@@ -372,6 +400,15 @@ class Metrics:
         if s.start_skew_ms is not None:
             provider = self._provider(exp, s.candidate_provider)
             self.clock_skew.labels(exp, s.comparison, provider).observe(s.start_skew_ms / 1000)
+
+    def _observe_preference(self, exp: str, seg: str, s: PairScore) -> None:
+        if s.preference is not None:
+            self.preference_judged.labels(exp, seg, s.comparison).inc()
+            self.preference_wins.labels(exp, seg, s.comparison).inc(s.preference)
+        elif s.preference_skip is not None:
+            self.preference_unjudged.labels(exp, s.preference_skip).inc()
+        if s.judge_cost_usd:
+            self.judge_spend.labels(exp).inc(s.judge_cost_usd)
 
     def _observe_latency(self, exp: str, seg: str, s: PairScore) -> None:
         if s.primary_status == "ok" and s.primary_latency_ms is not None:

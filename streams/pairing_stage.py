@@ -52,6 +52,7 @@ from shadowlens.schemas.markers import END_OF_INPUT, TYPE_HEADER
 from shadowlens.streams.codec import check_storable, decode_pending, encode_pending
 from shadowlens.streams.config import Settings
 from shadowlens.streams.metrics import Metrics
+from shadowlens.streams.preference_stage import JudgeSettings, PreferenceStage
 from shadowlens.streams.semantic_stage import SemanticStage
 from shadowlens.streams.task_state import (
     Positions,
@@ -211,6 +212,15 @@ class PairingStage:
         self.tasks: dict[int, PairingTask] = {}
         self.counts: Counter[str] = Counter()
         self.semantic = SemanticStage.build(settings.semantic, policy, self.counts)
+        judging = JudgeSettings(
+            settings.judge,
+            settings.judge_data,
+            settings.judge_api_base or None,
+            settings.judge_api_key or None,
+            allow_self=settings.judge_allow_self,
+            wait_s=settings.judge_wait_s,
+        )
+        self.preference = PreferenceStage.build(judging, policy, self.counts)
         self.events_by_partition: Counter[int] = Counter()
         self.first_event_at: float | None = None
         # Without transactions nothing writes markers into these: an offset gap is a loss.
@@ -401,6 +411,8 @@ class PairingStage:
         s = self.settings
         if self.semantic is not None:  # before redaction: it reads the bodies
             scores = await self.semantic.enrich(scores)
+        if self.preference is not None:  # so does the judge
+            scores = await self.preference.enrich(scores)
         by_experiment: dict[str, list[PairScore]] = defaultdict(list)
         for score in scores:
             self.counts[f"pairs.{score.outcome}"] += 1

@@ -6,6 +6,7 @@ import math
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from prometheus_client import generate_latest
@@ -283,3 +284,22 @@ def test_sampled_fraction_is_the_last_closed_windows(replayed) -> None:
     assert scrape(metrics)[(NAMES.sampled, labels)] == 0.2
     metrics.observe_windows([ClosedWindow(key, 120_000, Aggregate(), 0)])  # no quality: kept
     assert scrape(metrics)[(NAMES.sampled, labels)] == 0.2
+
+
+def test_preference_judge_win_rate_and_spend() -> None:
+    """Judged pairs count their wins (ties half), unjudged ones their reason, and the spend
+    adds up: the dashboard's win rate is the ratio of the two counters' rates."""
+    base = score_pair(event("a"), event("a", "candidate"), {})
+    judged = [
+        replace(base, request_id=f"j{i}", preference=w, judge_cost_usd=0.002)
+        for i, w in enumerate((1.0, 0.5, 0.0, 0.0))
+    ]
+    skipped = [replace(base, request_id="u", preference_skip="unknown")]
+    metrics = Metrics()
+    metrics.observe_pairs([*judged, *skipped])
+    samples = scrape(metrics)
+    wins = total(samples, NAMES.preference_wins, experiment="exp", comparison="candidate")
+    count = total(samples, NAMES.preference_judged, experiment="exp", comparison="candidate")
+    assert (wins, count) == (1.5, 4)
+    assert total(samples, NAMES.preference_unjudged, reason="unknown") == 1
+    assert math.isclose(total(samples, NAMES.judge_spend, experiment="exp"), 0.008)
