@@ -13,6 +13,7 @@ from __future__ import annotations
 from shadowlens.report.distributions import latency, quality
 from shadowlens.report.markup import e
 from shadowlens.report.model import ReportData
+from shadowlens.report.preference_section import preference
 from shadowlens.report.sections import cost, data_quality, header, matrix, segments, summary
 from shadowlens.report.timeline import timeline
 
@@ -64,6 +65,7 @@ def render(d: ReportData) -> str:
             matrix(d),
             latency(d),
             quality(d),
+            preference(d),
             segments(d),
             timeline(d),
             cost(d),

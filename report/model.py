@@ -16,6 +16,7 @@ from typing import Any
 
 from shadowlens.judge.policy import Policy
 from shadowlens.report.cost import CostProjection, cost_projection
+from shadowlens.report.preference import JudgedPair, LostComparison, PreferenceRow, preference_rows
 from shadowlens.report.queries import CDF_LEVELS, PER_EXPERIMENT, QUALITY_BINS, QUERIES
 from shadowlens.report.rows import (
     Agreement,
@@ -52,6 +53,8 @@ class ReportData:
     verdict: GoNoGo
     dead_letters: tuple[tuple[str, int], ...] = field(default=())
     clock_skew: tuple[SkewRow, ...] = field(default=())
+    preference: tuple[PreferenceRow, ...] = field(default=())  # the judge's win rates
+    lost: tuple[LostComparison, ...] = field(default=())  # comparisons the candidate lost
 
 
 def _float(v: Any) -> float | None:
@@ -114,6 +117,8 @@ def load(
         verdict=go_no_go(decisions, policy),
         dead_letters=letters,
         clock_skew=tuple(_skew(r) for r in rows["clock_skew"]),
+        preference=tuple(preference_rows(JudgedPair(**r) for r in rows["preference_pairs"])),
+        lost=tuple(LostComparison(**r) for r in rows["preference_lost"]),
     )
 
 

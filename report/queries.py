@@ -8,6 +8,7 @@ from __future__ import annotations
 
 CDF_LEVELS = tuple(i / 100 for i in range(101))
 QUALITY_BINS = 20
+LOST_COMPARISONS = 8  # the comparisons the candidate lost that the report shows
 
 _LEVELS_SQL = ", ".join(f"{q:g}" for q in CDF_LEVELS)
 
@@ -124,6 +125,22 @@ QUERIES: dict[str, str] = {
         WHERE experiment = {experiment:String} AND start_skew_ms IS NOT NULL
         GROUP BY comparison, candidate_provider
         ORDER BY comparison, provider""",
+    # the preference judge: every eligible pair (judged or why not), and the comparisons
+    # the candidate lost worst, both answers side by side
+    "preference_pairs": """
+        SELECT request_id, segment, preference, preference_skip AS skip, length_ratio,
+               judge_cost_usd AS cost_usd
+        FROM pairs FINAL
+        WHERE experiment = {experiment:String} AND comparison = 'candidate'
+          AND (preference IS NOT NULL OR preference_skip IS NOT NULL)""",
+    "preference_lost": f"""
+        SELECT request_id, segment, preference, prompt, primary_model,
+               primary_body AS primary, candidate_model, candidate_body AS candidate
+        FROM pairs FINAL
+        WHERE experiment = {{experiment:String}} AND comparison = 'candidate'
+          AND preference < 0.5
+        ORDER BY preference, cityHash64(request_id)
+        LIMIT {LOST_COMPARISONS}""",
     "decisions": """
         SELECT epoch, decided_at, action, from_percent, to_percent, reason, phase,
                command_id, operator_key_id, decommission_after,
