@@ -98,6 +98,45 @@ class Moments:
 
 
 @dataclass(slots=True)
+class PairedMoments:
+    """Sums of two quantities measured on the same requests (the primary's and the
+    candidate's cost): enough for the mean and variance of any a * x + b * y per request,
+    which is how the judge tests "candidate within (1 + margin) x primary" on the pairs."""
+
+    n: int = 0
+    sum_x: float = 0.0
+    sum_y: float = 0.0
+    sum_xx: float = 0.0
+    sum_yy: float = 0.0
+    sum_xy: float = 0.0
+
+    def add(self, x: float, y: float) -> None:
+        self.n += 1
+        self.sum_x += x
+        self.sum_y += y
+        self.sum_xx += x * x
+        self.sum_yy += y * y
+        self.sum_xy += x * y
+
+    def merge(self, other: PairedMoments) -> None:
+        self.n += other.n
+        self.sum_x += other.sum_x
+        self.sum_y += other.sum_y
+        self.sum_xx += other.sum_xx
+        self.sum_yy += other.sum_yy
+        self.sum_xy += other.sum_xy
+
+    def linear(self, a: float, b: float) -> tuple[int, float, float]:
+        """(n, mean, sum of squared deviations) of a * x + b * y over the pairs."""
+        if not self.n:
+            return 0, 0.0, 0.0
+        total = a * self.sum_x + b * self.sum_y
+        squares = a * a * self.sum_xx + 2 * a * b * self.sum_xy + b * b * self.sum_yy
+        mean = total / self.n
+        return self.n, mean, max(0.0, squares - self.n * mean * mean)
+
+
+@dataclass(slots=True)
 class PairedCounts:
     """A yes/no outcome of both arms on the same requests (failed, refused, truncated): the
     totals per arm and the discordant pairs a McNemar test reads."""
@@ -188,6 +227,8 @@ class Aggregate:
     log_latency_ratio: Moments = field(default_factory=Moments)
     primary_cost_usd: Moments = field(default_factory=Moments)
     candidate_cost_usd: Moments = field(default_factory=Moments)
+    paired_cost_usd: PairedMoments = field(default_factory=PairedMoments)  # (primary, candidate)
+    quality_tasks: dict[str, int] = field(default_factory=dict)  # task -> measured qualities
     primary_latency_ms: DDSketch = field(default_factory=new_sketch)
     candidate_latency_ms: DDSketch = field(default_factory=new_sketch)
     first_event_ms: int | None = None
@@ -215,6 +256,10 @@ class Aggregate:
     preference_keys: list[int] = field(default_factory=list)
     text_keys: list[int] = field(default_factory=list)
     language_keys: list[int] = field(default_factory=list)
+    # (log primary ms, log candidate ms) of the pairs where both answered: the judge's
+    # paired p99 gate reads the slow end of these
+    latency_seq: list[tuple[float, float]] = field(default_factory=list)
+    latency_keys: list[int] = field(default_factory=list)
 
     @property
     def n_requests(self) -> int:
@@ -257,6 +302,8 @@ class Aggregate:
             self.primary_cost_usd.add(score.primary_cost_usd)
         if score.candidate_cost_usd is not None:
             self.candidate_cost_usd.add(score.candidate_cost_usd)
+        if score.primary_cost_usd is not None and score.candidate_cost_usd is not None:
+            self.paired_cost_usd.add(score.primary_cost_usd, score.candidate_cost_usd)
         if score.exact_match:
             self.exact_matches += 1
         quality = score.quality
@@ -267,10 +314,15 @@ class Aggregate:
             self.quality.add(quality, score.weight)
             self.quality_seq.append(quality)
             self.quality_keys.append(key)
+            self.quality_tasks[score.task] = self.quality_tasks.get(score.task, 0) + 1
             _keep_top(self.worst_quality, (-quality, score.request_id))
         if score.latency_ratio is not None and score.latency_ratio > 0:
             self.log_latency_ratio.add(math.log(score.latency_ratio))
             _keep_top(self.slowest_ratio, (score.latency_ratio, score.request_id))
+            if score.primary_latency_ms and score.candidate_latency_ms:
+                logs = (math.log(score.primary_latency_ms), math.log(score.candidate_latency_ms))
+                self.latency_seq.append(logs)
+                self.latency_keys.append(key)
         self._add_signals(score, key)
         self._add_preference(score, key)
 
@@ -356,6 +408,8 @@ class Aggregate:
         for item in other.lost_preference:
             _keep_top(self.lost_preference, item)
         self.failed_ids = _lowest(self.failed_ids + other.failed_ids)
+        for task, count in other.quality_tasks.items():
+            self.quality_tasks[task] = self.quality_tasks.get(task, 0) + count
         for kind, ids in other.signal_ids.items():
             self.signal_ids[kind] = _lowest(self.signal_ids.get(kind, []) + ids)
         for name in _SEQUENCES:
@@ -457,6 +511,7 @@ _MERGEABLE = (
     "log_latency_ratio",
     "primary_cost_usd",
     "candidate_cost_usd",
+    "paired_cost_usd",
     "refusals",
     "truncations",
 )
@@ -468,6 +523,7 @@ _KEYED = {
     "preference_keys": ("preference_seq",),
     "text_keys": ("lexical_seq",),
     "language_keys": ("language_seq",),
+    "latency_keys": ("latency_seq",),
 }
 _SEQUENCES = tuple(name for key, names in _KEYED.items() for name in (key, *names))
 

@@ -9,7 +9,7 @@ measures prototypes and how a reworked statistic can be tried beside the current
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from shadowlens.judge.classify import (
@@ -51,8 +51,23 @@ class MetricClassifier(Protocol):
 # give them the common one.
 
 
+def _per_stage(case: SegmentCase) -> tuple[SegmentEvidence, str]:
+    """The evidence latency and cost read: this stage's, or for a segment with too few
+    pairs in it (traffic in bursts), everything since the last rollback, said so."""
+    ev, need = case.evidence, case.policy.judge.min_pairs
+    if case.overall is None or ev.totals.n_paired >= need or ev.stages <= 1:
+        return ev, ""
+    note = (
+        f"; carried: {ev.totals.n_paired} pairs in this stage, judged on the "
+        f"{ev.carried.n_paired} since the last rollback ({ev.stages} stages)"
+    )
+    return ev.since_rollback(), note
+
+
 def _latency(case: SegmentCase) -> Evidence:
-    return classify_latency(case.evidence, case.segment, case.policy, case.alpha, case.overall)
+    ev, note = _per_stage(case)
+    e = classify_latency(ev, case.segment, case.policy, case.alpha, case.overall)
+    return replace(e, reason=e.reason + note) if note else e
 
 
 def _errors(case: SegmentCase) -> Evidence:
@@ -62,11 +77,13 @@ def _errors(case: SegmentCase) -> Evidence:
 def _quality(case: SegmentCase) -> Evidence:
     """Similarity to the primary; left to the preference judge where it covers the pairs."""
     e = classify_quality(case.evidence, case.segment, case.reference, case.policy, case.alpha)
-    return defer_quality(e, case.evidence.totals)
+    return defer_quality(e, case.evidence.carried)
 
 
 def _cost(case: SegmentCase) -> Evidence:
-    return classify_cost(case.evidence, case.segment, case.policy, case.alpha)
+    ev, note = _per_stage(case)
+    e = classify_cost(ev, case.segment, case.policy, case.alpha)
+    return replace(e, reason=e.reason + note) if note else e
 
 
 def _refusals(case: SegmentCase) -> Evidence:

@@ -5,17 +5,21 @@ rolls back only when they show a regression. `plan_ramp` turns the traffic rate 
 policy margins into the number of observations each metric needs for that, using the
 same bounds and the same per-metric alpha as the judge (`shadowlens.judge.decide.metric_alpha`):
 
-- latency: the `GaussianMixtureCS` on the per-request log latency ratio, rho tuned at
-  `judge.optimal_n`, half-width down to log(1 + max_relative_increase);
+- latency: the `GaussianMixtureCS` on the per-request log latency ratio of the slowest
+  fifth of pairs (the paired p99 gate), rho tuned at a fifth of `judge.optimal_n`,
+  half-width down to log(1 + max_relative_increase): five times that many pairs;
 - error rate: the `BoundedMeanCS` at alpha/2, either route that lets the judge pass:
   candidate rate below `max_absolute`, or paired increase below `max_increase`;
 - refusal rate: the same two routes, over the pairs where both arms answered;
-- quality: the `BoundedMeanCS` at alpha/2, half-width down to max_relative_drop x reference.
+- quality: the `GaussianMixtureCS` at alpha/2, half-width down to max_relative_drop x
+  reference.
 
 At that half-width a candidate with no regression passes, and one whose regression is
-twice the margin fails. A stage then holds for the longest of: those observations at
-the stage's rate, `ramp.min_pairs` pairs and `ramp.min_hold_ms`, rounded up to whole
-windows (the judge decides when a window closes).
+twice the margin fails. Errors, refusals and quality are carried across promotions
+(`shadowlens.judge.evidence_state`), so only the first stage waits for them; latency is
+judged per stage. A stage then holds for the longest of: those observations at the
+stage's rate, `ramp.min_pairs` pairs and `ramp.min_hold_ms`, rounded up to whole windows
+(the judge decides when a window closes).
 
 Rates: in shadow mode every request is paired, whatever the stage's traffic share. In
 split mode each request goes to one arm, so a comparison between arms is unpaired: with
@@ -32,6 +36,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from shadowlens.judge.decide import metric_alpha
+from shadowlens.judge.evidence_state import TAIL_PARTS
 from shadowlens.judge.policy import Policy
 from shadowlens.judge.stats_planning import required_samples, required_samples_bounded
 from shadowlens.judge.verdicts import Metric
@@ -43,6 +48,7 @@ class Mode(StrEnum):
 
 
 PAIRED_ONLY = frozenset({Metric.QUALITY, Metric.REFUSAL_RATE})  # need both answers
+CARRIED = frozenset({Metric.ERROR_RATE, Metric.QUALITY, Metric.REFUSAL_RATE})  # across stages
 
 
 class Rate(StrEnum):
@@ -170,15 +176,14 @@ def metric_needs(policy: Policy, a: Assumptions) -> tuple[MetricNeed, ...]:
 
     limit = 1.0 + policy.latency.max_relative_increase
     lat = required_samples(
-        math.log(limit), a.latency_log_sd, alpha, optimal_n=policy.judge.optimal_n
+        math.log(limit), a.latency_log_sd, alpha, optimal_n=policy.judge.optimal_n / TAIL_PARTS
     )
     needs.append(
         MetricNeed(
-            Metric.LATENCY_P99, max(lat.n, floor), Rate.PAIRED, math.log(limit),
-            a.latency_log_sd, alpha, lat.method,
-            note=f"also needs the stage's p{policy.latency.quantile * 100:g} ratio <= "
-            f"{limit:.2f}x; a p{policy.latency.quantile * 100:g} from fewer than "
-            f"{math.ceil(1 / (1 - policy.latency.quantile))} pairs is the maximum",
+            Metric.LATENCY_P99, max(max(lat.n, 30) * TAIL_PARTS, floor), Rate.PAIRED,
+            math.log(limit), a.latency_log_sd, alpha, lat.method,
+            note=f"{max(lat.n, 30)} pairs of the slowest fifth; also needs the stage's "
+            f"p{policy.latency.quantile * 100:g} ratio <= {limit:.2f}x",
         )
     )  # fmt: skip
 
@@ -197,13 +202,13 @@ def metric_needs(policy: Policy, a: Assumptions) -> tuple[MetricNeed, ...]:
     )  # fmt: skip
 
     effect = policy.quality.max_relative_drop * a.quality_reference
-    plan = required_samples_bounded(effect, min(a.quality_sd, 0.5), alpha / 2)
+    plan = required_samples(effect, a.quality_sd, alpha / 2, optimal_n=policy.judge.optimal_n)
     needs.append(
         MetricNeed(
             Metric.QUALITY, max(plan.n, floor), Rate.PAIRED, effect, a.quality_sd, alpha / 2,
             plan.method,
-            note=f"without a replica arm the first {policy.quality.baseline_pairs} pairs "
-            "are the reference",
+            note="against the replica arm or the policy's reference for the task; free "
+            "text with neither is not certified",
         )
     )  # fmt: skip
 
@@ -244,6 +249,8 @@ def plan_ramp(policy: Policy, a: Assumptions) -> RampPlan:
         for need in needs:
             if need.metric in PAIRED_ONLY and not shadow:
                 continue  # no text pairs in split traffic: the judge has NODATA, no block
+            if need.metric in CARRIED and i > 0:
+                continue  # carried from the stages before: shown once, in the first
             seconds[need.metric] = need.n / rates[need.rate]
         candidates = {
             **{str(m): s for m, s in seconds.items()},

@@ -42,9 +42,35 @@ class RefusalPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class QualityReferencePolicy:
+    """The primary's agreement with itself per task, the reference where no replica arm
+    measures it. A deterministic primary's labels, embeddings and extracted fields agree
+    with themselves (1.0); free text does not, so generation has none unless set (from an
+    offline study of the primary answering twice, say)."""
+
+    classification: float | None = 1.0
+    embedding: float | None = 1.0
+    extraction: float | None = 1.0
+    generation: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("classification", "embedding", "extraction", "generation"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+
+    def of(self, task: str) -> float | None:
+        """The reference of `task` (an unknown task has none)."""
+        value = getattr(self, task, None)
+        return value if isinstance(value, float | int) else None
+
+
+@dataclass(frozen=True, slots=True)
 class QualityPolicy:
     max_relative_drop: float = 0.10  # agreement/similarity down more than 10 % relative
-    baseline_pairs: int = 200  # without a replica arm: the first pairs set the baseline
+    baseline_pairs: int = 200  # the candidate's first pairs: a drift signal, never a reference
+    require_reference: bool = True  # quality not certified (no reference): no promotion
+    reference: QualityReferencePolicy = field(default_factory=QualityReferencePolicy)
     critical: bool = False
 
 
@@ -148,7 +174,7 @@ class JudgePolicy:
     min_pairs: int = 50  # per metric and segment in a stage; fewer gives a NODATA verdict
     alpha: float = 0.01  # chance of one false rollback over the whole ramp
     pass_alpha: float = 0.05  # chance a promotion's non-inferiority bounds are wrong, per ramp
-    max_segments: int = 8  # segments the error budget is split over (Bonferroni)
+    max_segments: int = 8  # segments the error budget is split over; beyond: "(other)"
     optimal_n: int = 500  # pairs at which the latency/cost bounds are tightest
     shrinkage_pairs: int = 200  # a segment's p99 ratio weighs n / (n + this) vs the global
 

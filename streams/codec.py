@@ -22,12 +22,19 @@ from typing import Any
 
 import orjson
 from ddsketch import DDSketch
-from shadowlens.comparators.aggregate import Aggregate, LengthBins, Moments, PairedCounts
+from shadowlens.comparators.aggregate import (
+    Aggregate,
+    LengthBins,
+    Moments,
+    PairedCounts,
+    PairedMoments,
+)
 from shadowlens.judge.decide import ExperimentState
 from shadowlens.judge.evidence_state import SegmentEvidence
 from shadowlens.judge.lifecycle import Lifecycle
 from shadowlens.judge.preference import PreferenceEvidence
 from shadowlens.judge.ramp import RampState
+from shadowlens.judge.standing import Segments
 from shadowlens.judge.stats_means import BoundedMeanCS, GaussianMixtureCS
 from shadowlens.judge.verdicts import Action, Blocker, Metric, Phase, Proposal
 from shadowlens.pipeline.pairing import Pending
@@ -43,6 +50,7 @@ STATE_TYPES: dict[str, type] = {
         Aggregate,
         Moments,
         PairedCounts,
+        PairedMoments,
         LengthBins,
         ExperimentState,
         SegmentEvidence,
@@ -53,6 +61,7 @@ STATE_TYPES: dict[str, type] = {
         Lifecycle,
         Blocker,
         Proposal,
+        Segments,
     )
 }
 ENUM_TYPES: dict[str, type] = {cls.__name__: cls for cls in (Phase, Metric, Action)}

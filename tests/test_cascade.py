@@ -22,9 +22,15 @@ from shadowlens.comparators.cascade import (
     tally,
 )
 from shadowlens.comparators.pairs import PairScore, score_orphan, score_pair
-from shadowlens.judge.classify import Alphas, QualityReference, classify_quality
+from shadowlens.judge.classify import (
+    Alphas,
+    QualityReference,
+    ReferenceSource,
+    classify_quality,
+)
 from shadowlens.judge.evidence_state import SegmentEvidence
 from shadowlens.judge.policy import parse_policy
+from shadowlens.judge.stats_means import mixture_rho
 from shadowlens.schemas.events import Arm, Output, Status, Task
 
 from tests.builders import alpaca, event
@@ -206,11 +212,10 @@ def test_judge_bound_reads_the_measured_sample_with_its_true_n():
         ev = ev.fold(window)
     assert ev.quality.n == ev.totals.quality_measured < 0.3 * 10_000
     assert ev.totals.quality.n == pytest.approx(10_000, rel=0.05), "weights estimate all pairs"
-    lo, hi = ev.quality.interval(0.01)
+    lo, hi = ev.quality.interval(0.01, mixture_rho(500, 0.01))
     assert lo < 0.8 < hi and hi - lo < 0.05
-    verdict = classify_quality(
-        ev, "*", QualityReference(ev.quality, "replica"), parse_policy({}), Alphas(0.01, 0.05)
-    )
+    reference = QualityReference(ReferenceSource.REPLICA, ev.quality)
+    verdict = classify_quality(ev, "*", reference, parse_policy({}), Alphas(0.01, 0.05))
     assert verdict.n == ev.totals.quality_measured
     assert f"uniform sample of {verdict.n} of 10000 pairs" in verdict.reason
 

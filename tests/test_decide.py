@@ -69,7 +69,9 @@ def test_healthy_window_holds_until_the_stage_has_run_long_enough() -> None:
     decision, state = decide("exp", [window(seed=1)], state, POLICY, now_ms=120_000)
     assert decision.action == Action.PROMOTE
     assert (decision.from_percent, decision.to_percent, decision.epoch) == (0, 1, 1)
-    assert state.ramp.stage_started_ms == 120_000 and state.segments == {}  # fresh stage
+    assert state.ramp.stage_started_ms == 120_000  # a fresh stage: its own latency and cost,
+    assert all(e.totals.n_requests == 0 for e in state.segments.values())  # the share-
+    assert state.segments["*"].carried.n_requests == 600  # independent evidence carried
 
 
 def test_latency_regression_rolls_back_one_stage_with_evidence() -> None:
@@ -147,15 +149,15 @@ def test_quality_is_judged_against_the_replica_noise_floor() -> None:
     assert Metric.QUALITY in {e.metric for e in decision.failing}
 
 
-def test_quality_falls_back_to_the_baseline_without_replica() -> None:
+def test_the_candidates_first_pairs_are_a_drift_signal_never_a_reference() -> None:
     state = ExperimentState()
-    decision, state = decide("exp", [window(100)], state, POLICY, 60_000)
-    q = next(e for e in decision.evidence if e.metric == Metric.QUALITY)
-    assert q.verdict == Verdict.NODATA and "no reference" in q.reason
-    decision, state = decide("exp", [window(1_000, seed=2)], state, POLICY, 120_000)
+    decision, state = decide("exp", [window(1_000, seed=2)], state, POLICY, 60_000)
     assert state.baseline.n == POLICY.quality.baseline_pairs
-    decision, _ = decide("exp", [window(1_000, weak_share=1.0, seed=9)], state, POLICY, 180_000)
-    assert Metric.QUALITY in {e.metric for e in decision.failing}
+    decision, _ = decide("exp", [window(1_000, weak_share=1.0, seed=9)], state, POLICY, 120_000)
+    q = next(e for e in decision.evidence if e.metric == Metric.QUALITY and e.segment == "*")
+    assert q.verdict == Verdict.NODATA and q.reference is None
+    assert "not certified" in q.reason and "drift from the first pairs" in q.reason
+    assert Metric.QUALITY not in {e.metric for e in decision.failing}
 
 
 def test_low_pairing_rate_blocks_promotion_without_rollback() -> None:

@@ -14,7 +14,9 @@ from shadowlens.store.client import Store
 from typer.testing import CliRunner
 
 POLICY = load_policy()
-SPEC = TrafficSpec(requests=3_000)
+# the primary's own model served elsewhere: nothing but the injected fault regresses (the
+# default Llama-3-70B rolls back on quality: tests/test_replay_outcomes.py)
+SPEC = TrafficSpec(candidate="gpt4_0613", requests=3_000, replica_share=0.0)
 INJECT_AFTER_MS = 300_000  # mid-run: the 3,000 requests span ~9.5 minutes of event time
 
 
@@ -63,7 +65,7 @@ def test_dropped_candidates_become_orphans_not_losses() -> None:
 
 
 def test_malformed_events_are_dead_lettered_and_nothing_valid_is_lost() -> None:
-    spec = TrafficSpec(requests=400)
+    spec = TrafficSpec(requests=400, replica_share=0.0)
     result = replay(Faults(malformed=True, duplicate_share=0.02), spec)
     expected = {reason for _, reason in malformed_payloads(0)}
     letters = result.memory.letters
@@ -83,8 +85,12 @@ def test_cli_replay_with_no_flags_writes_the_store(tmp_path, monkeypatch) -> Non
     assert out.exit_code == 0, out.output
     assert "Primary vs candidate, per segment" in out.output and "Decisions" in out.output
     with Store.open() as store:  # the default DSN, relative to the working directory
-        (n,) = store.query("SELECT count() FROM pairs FINAL").result_rows[0]
-        (windows,) = store.query("SELECT sum(n_paired) FROM windows FINAL").result_rows[0]
+        (n,) = store.query(
+            "SELECT count() FROM pairs FINAL WHERE comparison = 'candidate'"
+        ).result_rows[0]
+        (windows,) = store.query(
+            "SELECT sum(n_paired) FROM windows FINAL WHERE comparison = 'candidate'"
+        ).result_rows[0]
         (decisions,) = store.query("SELECT count() FROM decisions FINAL").result_rows[0]
     assert n == 600 and windows == 600 and decisions > 0
 
@@ -98,7 +104,9 @@ def test_cli_replay_of_a_3x_slower_candidate_pairs_everything_and_rolls_back_on_
     dsn = f"chdb://{tmp_path / 'ch'}"
     out = CliRunner().invoke(
         app,
-        ["replay", "--latency-factor", "3", "--no-progress", "--dsn", dsn],
+        # no replica arm: the judge then reads latency alone (against the replica, Llama-3-70B
+        # also rolls back on quality: tests/test_replay_outcomes.py)
+        ["replay", "--latency-factor", "3", "--replica-share", "0", "--no-progress", "--dsn", dsn],
         env={"COLUMNS": "200"},
     )
     assert out.exit_code == 0, out.output
@@ -128,7 +136,7 @@ def test_cli_replay_of_a_3x_slower_candidate_pairs_everything_and_rolls_back_on_
 
 def test_cli_replays_a_jsonl_file_with_bad_lines(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    good = [raw for raw, _ in built_payloads(TrafficSpec(requests=50), Faults())]
+    good = [raw for raw, _ in built_payloads(TrafficSpec(requests=50, replica_share=0.0), Faults())]
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join([*good[:10], b"{broken", *good[10:]]) + b"\n")
     out = CliRunner().invoke(app, ["replay", "--events", str(path), "--no-progress"])
@@ -150,7 +158,18 @@ def test_cli_rejects_a_bad_policy_with_a_clear_error(tmp_path) -> None:
 def test_export_writes_replayable_jsonl(tmp_path) -> None:
     path = tmp_path / "out.jsonl"
     out = CliRunner().invoke(
-        app, ["replay", "--requests", "20", "--no-store", "--no-progress", "--export", str(path)]
+        app,
+        [
+            "replay",
+            "--requests",
+            "20",
+            "--replica-share",
+            "0",
+            "--no-store",
+            "--no-progress",
+            "--export",
+            str(path),
+        ],
     )
     assert out.exit_code == 0, out.output
     lines = path.read_bytes().splitlines()
@@ -160,7 +179,17 @@ def test_export_writes_replayable_jsonl(tmp_path) -> None:
 def test_redaction_mode_stores_no_bodies(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     out = CliRunner().invoke(
-        app, ["replay", "--requests", "100", "--malformed", "--redact", "--no-progress"]
+        app,
+        [
+            "replay",
+            "--requests",
+            "100",
+            "--replica-share",
+            "0",
+            "--malformed",
+            "--redact",
+            "--no-progress",
+        ],
     )
     assert out.exit_code == 0, out.output
     with Store.open() as store:
