@@ -25,6 +25,13 @@ What it guarantees:
   ``stats.failed`` and logged; `flush()` waits until everything emitted before it is
   acknowledged or failed, and `close()` delivers everything still queued first.
 
+The replica arm: quality needs a reference that never comes from the candidate, and for
+free text that is the primary's agreement with itself. ``replica_share`` (or
+``SHADOWLENS_REPLICA_SHARE``) is the share of requests to send to the primary a second time
+and emit as ``arm="replica"``; `wants_replica` picks them by request id
+(`replica_sampled`), so every gateway instance picks the same ones. The LiteLLM adapter
+(`shadowlens.gateway.litellm_callback.shadow_completion`) makes that second call itself.
+
 Secured brokers: `ShadowEmitter.from_env` reads the broker, the events topic and the
 TLS / SASL settings from the worker's ``SHADOWLENS_*`` variables (see
 `shadowlens.gateway.kafka_env`); credentials are never passed on a command line or logged.
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -49,6 +57,15 @@ from shadowlens.gateway.kafka_env import KafkaSecurity, bootstrap_from_env, env_
 log = logging.getLogger(__name__)
 
 DEFAULT_TOPIC = "shadow.events"
+
+
+def replica_sampled(request_id: str, share: float) -> bool:
+    """Whether a request gets a replica call: a uniform draw from a hash of its id, the same
+    in every gateway and every retry, and independent of anything about the request."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"replica share must be in [0, 1], got {share}")
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8, person=b"replica").digest()
+    return int.from_bytes(digest) / 2**64 < share
 
 
 class Producer(Protocol):
@@ -102,7 +119,10 @@ class ShadowEmitter:
         client_id: str = "shadowlens-emitter",
         producer_config: Mapping[str, Any] | None = None,
         producer_factory: Callable[[], Producer] | None = None,
+        replica_share: float = 0.0,
     ) -> None:
+        if not 0.0 <= replica_share <= 1.0:
+            raise ValueError(f"replica_share must be in [0, 1], got {replica_share}")
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be >= 1")
         if linger_ms < 0:
@@ -112,6 +132,7 @@ class ShadowEmitter:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.validate = validate
+        self.replica_share = replica_share
         config: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "client_id": client_id,
@@ -143,7 +164,13 @@ class ShadowEmitter:
         security = KafkaSecurity.from_env(env).aiokafka_options()
         config = {**security, **kwargs.pop("producer_config", {})}
         kwargs.setdefault("topic", env_value("TOPIC_EVENTS", DEFAULT_TOPIC, env))
+        kwargs.setdefault("replica_share", float(env_value("REPLICA_SHARE", "0", env)))
         return cls(bootstrap_from_env(env), producer_config=config, **kwargs)
+
+    def wants_replica(self, request_id: str) -> bool:
+        """Whether the gateway should also send this request to the primary a second time
+        and emit that call as the replica arm (`replica_share` of requests)."""
+        return replica_sampled(request_id, self.replica_share)
 
     # ------------------------------------------------------------------ lifecycle
 

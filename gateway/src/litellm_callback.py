@@ -16,6 +16,11 @@ a `ShadowEmitter`::
             candidate_kwargs={"api_base": "http://vllm:8000/v1", "timeout": 30},
         )
 
+With a replica share (``replica_share=`` or the emitter's), that share of requests is also
+sent to the primary a second time, in the background, and emitted as the ``replica`` arm:
+the primary's agreement with itself, which the judge certifies the candidate's quality
+against.
+
 Calls made elsewhere (a LiteLLM ``Router``, a synchronous ``litellm.completion``) are
 emitted too when they carry `shadow_metadata(...)` and the callback is `install`ed.
 Calls without it are ignored, so the callback can stay registered next to others.
@@ -39,7 +44,7 @@ from typing import Any
 import litellm
 import orjson
 from litellm.integrations.custom_logger import CustomLogger
-from shadowlens.gateway.emitter import EventSink
+from shadowlens.gateway.emitter import EventSink, ShadowEmitter, replica_sampled
 from shadowlens.gateway.events import Arm, Event, Output, Status, Task
 
 log = logging.getLogger(__name__)
@@ -188,6 +193,7 @@ async def shadow_completion(
     request_id: str | None = None,
     task: Task | str = Task.GENERATION,
     candidate_kwargs: Mapping[str, Any] | None = None,
+    replica_share: float | None = None,
     **kwargs: Any,
 ) -> Any:
     """The primary's ``litellm.acompletion`` response; the candidate runs in the background.
@@ -195,7 +201,9 @@ async def shadow_completion(
     Both calls get `kwargs` (``candidate_kwargs`` override them for the candidate: its
     ``api_base``, ``timeout``, ``mock_response``...) and one shared request id (a new
     UUID unless given). The candidate's answer and errors never reach the caller; a
-    streamed candidate response is read to its end so that it is logged.
+    streamed candidate response is read to its end so that it is logged. A
+    `replica_share` of requests (default: the emitter's, else none), picked by request id,
+    also calls the primary a second time in the background, as the replica arm.
     """
     if Task(task) == Task.EMBEDDING:
         raise ValueError("shadow_completion serves chat completions; embeddings are not one")
@@ -212,12 +220,16 @@ async def shadow_completion(
         merged["metadata"] = {**(merged.get("metadata") or {}), METADATA_KEY: tag}
         return {"model": model, "messages": messages, **merged}
 
-    candidate = asyncio.create_task(
-        _shadow_call(call_kwargs(candidate_model, Arm.CANDIDATE, candidate_kwargs or {})),
-        name=f"shadowlens-candidate-{rid}",
-    )
-    _background.add(candidate)
-    candidate.add_done_callback(_background.discard)
+    share = replica_share
+    if share is None:
+        share = emitter.replica_share if isinstance(emitter, ShadowEmitter) else 0.0
+    shadows = [(Arm.CANDIDATE, call_kwargs(candidate_model, Arm.CANDIDATE, candidate_kwargs or {}))]
+    if replica_sampled(rid, share):
+        shadows.append((Arm.REPLICA, call_kwargs(primary_model, Arm.REPLICA, {})))
+    for arm, call in shadows:  # `task` names the request's task here
+        job = asyncio.create_task(_shadow_call(call), name=f"shadowlens-{arm}-{rid}")
+        _background.add(job)
+        job.add_done_callback(_background.discard)
     return await litellm.acompletion(**call_kwargs(primary_model, Arm.PRIMARY, {}))
 
 
