@@ -49,8 +49,14 @@ class TrafficOptions:
     )
     requests: Annotated[int, typer.Option(min=1, help="Requests to build.")] = 3_000
     replica_share: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Share of requests with a replica arm.")
-    ] = 0.0
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of requests the primary answers twice (the replica arm): quality's "
+            "reference. 0: quality is not certified for generation.",
+        ),
+    ] = 0.2
     seed: Annotated[int, typer.Option(help="Seed of every random draw (noise, faults).")] = 0
     latency_factor: Annotated[
         float, typer.Option(min=0.01, help="Multiply candidate latency by this ...")
@@ -67,7 +73,11 @@ class TrafficOptions:
     ] = None
     degrade_share: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="Share of candidate outputs given a weaker model's"),
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of candidate answers mixed up with another prompt's (a serving bug) ...",
+        ),
     ] = 0.0
     degrade_after: Annotated[float, typer.Option(min=0.0, help="... from s.")] = 0.0
     drop_candidates: Annotated[

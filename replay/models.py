@@ -49,7 +49,7 @@ from shadowlens.replay.latency import (
 
 PRIMARY_MODEL = "gpt4_0613"
 CANDIDATE_MODEL = "Meta-Llama-3-70B-Instruct"
-WEAKER_MODEL = "Meta-Llama-3-8B-Instruct"  # injected quality degradation
+WEAKER_MODEL = "Meta-Llama-3-8B-Instruct"  # a smaller candidate on the same hardware
 REPLICA_OUTPUT_MODEL = "gpt4_0613_concise"  # stands in for a second sample of the primary
 SAMPLE_MODELS = (PRIMARY_MODEL, CANDIDATE_MODEL, WEAKER_MODEL, REPLICA_OUTPUT_MODEL)
 DEFAULT_EXPERIMENT = "gpt4-to-llama3-70b"

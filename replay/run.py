@@ -31,7 +31,7 @@ class TrafficSpec:
     primary: str = "gpt4_0613"
     candidate: str = "Meta-Llama-3-70B-Instruct"
     requests: int | None = 3_000
-    replica_share: float = 0.0
+    replica_share: float = 0.0  # the CLI's default is 0.2 (cli/traffic_options.py)
     seed: int = 0
     start_ms: int = DEFAULT_START_MS  # the first request's start; the trace's own by default
 
@@ -65,7 +65,7 @@ def built_payloads(spec: TrafficSpec, faults: Faults) -> list[tuple[bytes, str]]
     """Real outputs with real arrivals, faults applied, as the wire bytes a gateway sends."""
     for model in (spec.primary, spec.candidate):
         profile(model)  # an unknown name fails here, listing the known ones, not as a lost file
-    models = (spec.primary, spec.candidate, faults.weaker_model, REPLICA_OUTPUT_MODEL)
+    models = (spec.primary, spec.candidate, REPLICA_OUTPUT_MODEL)
     sample = (
         load_sample()
         if spec.data_dir is None

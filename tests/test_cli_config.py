@@ -45,7 +45,7 @@ def test_precedence_flag_over_file_over_default(tmp_path) -> None:
     export = tmp_path / "e.jsonl"
 
     def lines(*extra: str, env: dict[str, str] | None = None) -> int:
-        out = run("replay", "--export", str(export), *extra, env=env)
+        out = run("replay", "--export", str(export), "--replica-share", "0", *extra, env=env)
         assert out.exit_code == 0, out.output
         return len(export.read_bytes().splitlines())
 

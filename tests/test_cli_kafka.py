@@ -24,7 +24,7 @@ def test_publish_from_a_config_file_rebased_to_now(kafka_bootstrap, topic_factor
     config.write_text(
         f'[worker]\nkafka_bootstrap = "{kafka_bootstrap}"\ntopic_events = "{events}"\n'
         + "".join(f'{k} = "{v}"\n' for k, v in zip(keys, others, strict=True))
-        + '[publish]\nrequests = 50\nrebase_time = "now"\n'
+        + '[publish]\nrequests = 50\nreplica_share = 0\nrebase_time = "now"\n'
     )
     before = int(time.time() * 1000)
     tty = {"TTY_COMPATIBLE": "1", "TTY_INTERACTIVE": "1", "SHADOWLENS_KAFKA_BOOTSTRAP": ""}

@@ -350,6 +350,7 @@ def test_replay_with_semantic_onnx_samples_over_budget(onnx_encoder, tmp_path):
     from typer.testing import CliRunner
 
     args = ["replay", "--semantic", "onnx", "--requests", str(SEMANTIC_REQUESTS)]
+    args += ["--replica-share", "0"]  # candidate pairs only: the counts below are theirs
     args += ["--no-store", "--no-progress", "--policy", str(_tight_policy(tmp_path))]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -16,14 +16,13 @@ from shadowlens.replay.datasets import DEFAULT_START_MS, Sample, load_full, load
 from shadowlens.replay.faults import (
     Faults,
     apply_faults,
-    degrade_quality,
     drop_candidates,
     duplicate_halves,
     inject_error_burst,
     inject_latency,
     interleave,
     malformed_payloads,
-    sample_outputs,
+    mix_up_answers,
     wire_payloads,
 )
 from shadowlens.replay.jsonl import load_jsonl_events, write_jsonl
@@ -257,20 +256,21 @@ def test_error_burst_only_in_its_interval_and_without_output() -> None:
     assert inject_error_burst(evs, lo, hi, 0.5, seed=3) == out
 
 
-def test_quality_degradation_swaps_in_the_weaker_models_real_answer() -> None:
+def test_mixed_up_answers_are_the_models_real_answers_to_other_prompts() -> None:
     s = sample()
     evs = events()
-    weaker = sample_outputs(s.instructions, WEAKER_MODEL)
     from_ms = DEFAULT_START_MS + 60_000
-    out = degrade_quality(evs, 0.3, weaker, from_ms, seed=1)
+    out = mix_up_answers(evs, 0.3, s.instructions, from_ms, seed=1)
     swapped = [
         (old, new) for old, new in zip(evs, out, strict=True) if old.output.text != new.output.text
     ]
     eligible = sum(1 for e in evs if e.arm == Arm.CANDIDATE and e.start_time_ms >= from_ms)
     assert 0.25 < len(swapped) / eligible < 0.35
+    place = {ins.prompt_id: i for i, ins in enumerate(s.instructions)}
     for old, new in swapped:
         assert old.arm == Arm.CANDIDATE and old.start_time_ms >= from_ms
-        assert new.output.text == weaker[old.attributes["prompt_id"]]
+        other = s.instructions[(place[old.attributes["prompt_id"]] + 1) % len(s.instructions)]
+        assert new.output.text == other.outputs[old.model]
         assert new.latency_ms == old.latency_ms
 
 
