@@ -38,72 +38,61 @@ class _Decisions:
 
 
 def _score_builder(run: Run, corpus: Corpus) -> Callable[[int, int], PairScore]:
-    """(kind, request) -> PairScore; kind 0 candidate pair, 1 replica pair, 2 orphan."""
+    """(kind, request) -> the PairScore `score_pair` gives; kind 0 candidate, 1 replica.
+
+    Its event time is when the slower half completed, on the primary's clock."""
     seg = [corpus.segments[s] for s in run.segment.tolist()]
     start = run.start_ms.tolist()
     lat_p, lat_c, lat_r = run.lat_p.tolist(), run.lat_c.tolist(), run.lat_r.tolist()
     fail_p, fail_c, fail_r = run.fail_p.tolist(), run.fail_c.tolist(), run.fail_r.tolist()
     qual_c, qual_r = run.qual_c.tolist(), run.qual_r.tolist()
-    late_p = run.late_p.tolist()
-    ref_p, ref_r = corpus.refused_primary[run.ins], corpus.refused_sibling[run.ins]
-    ref_c = np.where(run.offtopic, corpus.refused_sibling[corpus.offtopic_of[run.ins]], ref_r)
-    ref_p, ref_c, ref_r = ref_p.tolist(), ref_c.tolist(), ref_r.tolist()
+    ref_p, ref_c, ref_r = run.ref_p.tolist(), run.ref_c.tolist(), run.ref_r.tolist()
+    text = run.task != "classification"
 
     def build(kind: int, i: int) -> PairScore:
         p_ok = not fail_p[i]
         if kind == 1:
-            o_ok, o_lat, q, comparison = not fail_r[i], lat_r[i], qual_r[i], "replica"
-            o_ref = ref_r[i]
+            o_ok, o_lat, q, o_ref, comparison = (
+                not fail_r[i],
+                lat_r[i],
+                qual_r[i],
+                ref_r[i],
+                "replica",
+            )
         else:
-            o_ok, o_lat, q, comparison = not fail_c[i], lat_c[i], qual_c[i], "candidate"
-            o_ref = ref_c[i]
+            o_ok, o_lat, q, o_ref, comparison = (
+                not fail_c[i],
+                lat_c[i],
+                qual_c[i],
+                ref_c[i],
+                "candidate",
+            )
         both = p_ok and o_ok
-        if kind == 2:  # the late half is missing: an orphan, counted against that arm
-            if late_p[i]:
-                outcome, p_status, o_status = (
-                    Outcome.PRIMARY_MISSING,
-                    "missing",
-                    ("ok" if o_ok else "error"),
-                )
-            else:
-                outcome, p_status, o_status = (
-                    Outcome.CANDIDATE_MISSING,
-                    ("ok" if p_ok else "error"),
-                    "missing",
-                )
-            return PairScore(
-                request_id=f"r{i}", experiment=EXPERIMENT, segment=seg[i], task="generation",
-                mode="shadow", comparison="candidate", outcome=outcome, event_time_ms=start[i],
-                primary_status=p_status, candidate_status=o_status,
-                primary_latency_ms=None if late_p[i] else lat_p[i],
-                candidate_latency_ms=lat_c[i] if late_p[i] else None,
-            )  # fmt: skip
         return PairScore(
-            request_id=f"r{i}", experiment=EXPERIMENT, segment=seg[i], task="generation",
-            mode="shadow", comparison=comparison, outcome=Outcome.PAIRED, event_time_ms=start[i],
+            request_id=f"r{i}", experiment=EXPERIMENT, segment=seg[i], task=run.task,
+            mode="shadow", comparison=comparison, outcome=Outcome.PAIRED,
+            event_time_ms=start[i] + round(max(lat_p[i], o_lat)),
             primary_status="ok" if p_ok else "error", candidate_status="ok" if o_ok else "error",
             primary_latency_ms=lat_p[i], candidate_latency_ms=o_lat,
             latency_ratio=o_lat / lat_p[i] if both else None,
-            lexical_similarity=q if both else None,
-            primary_refusal=ref_p[i] if both else None,
-            candidate_refusal=o_ref if both else None,
+            lexical_similarity=q if both and text else None,
+            label_agree=bool(q) if both and not text else None,
+            primary_refusal=ref_p[i] if both and text else None,
+            candidate_refusal=o_ref if both and text else None,
         )  # fmt: skip
 
     return build
 
 
 def _emissions(run: Run) -> tuple[list[int], list[int], list[int]]:
-    """When each pair leaves the pairer: with the later of its two halves. Candidate pairs
-    whose late half missed the pairing timeout are orphans instead (emitted by a sweep);
-    a late replica is dropped, as `shadowlens.pipeline.pairing` does."""
+    """When each pair leaves the pairer: with the later of its two halves."""
     idx = np.arange(len(run.start_ms))
-    cand = ~(run.late_c | run.late_p)
-    rep = run.replica & ~run.late_r
+    rep = run.replica
     t = np.concatenate(
-        [np.maximum(run.done_p, run.done_c)[cand], np.maximum(run.done_p, run.done_r)[rep]]
+        [np.maximum(run.done_p, run.done_c), np.maximum(run.done_p, run.done_r)[rep]]
     )
-    kind = np.concatenate([np.zeros(int(cand.sum()), int), np.ones(int(rep.sum()), int)])
-    req = np.concatenate([idx[cand], idx[rep]])
+    kind = np.concatenate([np.zeros(len(idx), int), np.ones(int(rep.sum()), int)])
+    req = np.concatenate([idx, idx[rep]])
     order = np.lexsort((kind, req, t))
     return t[order].tolist(), kind[order].tolist(), req[order].tolist()
 
@@ -114,36 +103,29 @@ def judge_decisions(
     """The judge's decisions on the run, in order, as the pipeline would make them.
 
     Mirrors `Pipeline.feed` from the scored pair on (reusing its windows, `drain` and
-    `judge`): the watermark trails the newest completion by `lateness_ms`, scores drain
-    in batches or at a sweep, and every size/10 of watermark the orphans are swept and the
-    closed windows judged, with `classifiers`. Stop iterating to stop the replay."""
+    `judge`): the watermark trails the newest completion by `lateness_ms` and
+    `max_skew_ms` (`shadowlens.pipeline.progress`; the stream's first event waits for the
+    second), scores drain in batches or at a sweep, and every size/10 of watermark the
+    closed windows are judged, with `classifiers`. No half is later than `max_call_ms`, so
+    there are no orphans. Stop iterating to stop the replay."""
     sink = _Decisions()
     pipe = Pipeline(policy, sink, classifiers=classifiers)
     build = _score_builder(run, corpus)
     halves = np.sort(np.concatenate([run.done_p, run.done_c, run.done_r[run.replica]]))
     em_t, em_kind, em_req = _emissions(run)
-    orphans = np.flatnonzero(run.late_c | run.late_p)
-    o_order = np.lexsort((orphans, run.closed_ms[orphans]))
-    orphan_ids = orphans[o_order].tolist()
-    orphan_due = run.closed_ms[orphans][o_order].tolist()
-    lateness, cadence = policy.pairing.lateness_ms, policy.windows.size_ms // 10
-    seen = e_next = o_next = swept = 0
-    for t in halves.tolist():
-        pipe.pairer.watermark_ms = max(pipe.pairer.watermark_ms, t - lateness)
+    lag = policy.pairing.lateness_ms + policy.pairing.max_skew_ms
+    cadence = policy.windows.size_ms // 10
+    seen = e_next = 0
+    for j, t in enumerate(halves.tolist()):
         emitted = []
         while e_next < len(em_t) and em_t[e_next] <= t:
             emitted.append(build(em_kind[e_next], em_req[e_next]))
             e_next += 1
         pipe.add_scored(emitted)
-        wm = pipe.pairer.watermark_ms
-        if wm - swept < cadence:
+        wm = max(0, t - lag) if j else 0  # the first event is held until the second
+        if wm - pipe.watermark_ms < cadence:
             continue
-        swept = wm
-        orphaned = []
-        while o_next < len(orphan_ids) and orphan_due[o_next] <= t:
-            orphaned.append(build(2, orphan_ids[o_next]))
-            o_next += 1
-        pipe.add_scored(orphaned)
+        pipe.watermark_ms = wm
         pipe.drain()
         pipe.judge(pipe.windows.advance(wm))
         yield from sink.made[seen:]
@@ -158,7 +140,7 @@ def run_shadowlens(
     target: Metric | None,
     classifiers: Classifiers = CLASSIFIERS,
 ) -> MethodResult:
-    """The judge until its first rollback or the horizon."""
+    """The judge until the horizon: its first rollback, and when it reached 100 %."""
     end = run.t0_ms + horizon_ms
     top = policy.ramp.stages_percent[-1]
     result = MethodResult()

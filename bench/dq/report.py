@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .runs import MethodResult
+from .runner import Outcome
 from .scenarios import Scenario
 
 
@@ -32,30 +32,31 @@ class Row:
     scenario: Scenario
     method: str
     runs: int
-    rate: float  # false-rollback rate (A/A) or detection rate
+    rate: float  # false-rollback rate (nothing to catch) or detection rate
     ci: tuple[float, float]
-    samples: float  # median samples to the decision
+    samples: float  # median samples to the decision (a miss counts as never)
     minutes: float  # median event time to the decision
+    horizon_samples: float  # median requests within the fixed horizon
+    completed: float = 0.0  # share of runs that reached 100 % within the horizon
+    reached: float = 0.0  # median highest traffic share reached (percent)
     fired: Counter[str] = field(default_factory=Counter)
     verdicts: Counter[str] = field(default_factory=Counter)
     example: str = ""  # the target metric's last reason in a run without a rollback
     leaked: float = 0.0  # share of detections after at least one promotion
-    reached: float = 0.0  # median highest traffic share reached (percent)
-    completed: float = 0.0  # share of runs that reached 100 % within the horizon
 
 
-def summarize(
-    scenarios: Sequence[Scenario], results: dict[str, list[dict[str, MethodResult]]]
-) -> list[Row]:
+def summarize(scenarios: Sequence[Scenario], results: dict[str, list[Outcome]]) -> list[Row]:
+    """One row per scenario and method. Without a target the decision is reaching 100 %
+    without a rollback; with one, the first rollback. A run without the decision by the
+    horizon counts as infinitely late, so a median is finite only if most runs decide."""
     rows = []
     for sc in scenarios:
         per_run = results[sc.key]
-        for method in per_run[0]:
-            rs = [r[method] for r in per_run]
+        horizon = _median([h for h, _ in per_run])
+        for method in per_run[0][1]:
+            rs = [r[method] for _, r in per_run]
             hits = [r for r in rs if r.rolled_back]
-            # medians over all runs; a run without the decision by the horizon counts as
-            # infinitely late (censored), so the median is finite only if most runs decide
-            if sc.target is None:  # A/A: the decision is reaching 100 % without a rollback
+            if sc.target is None:
                 done = [r.complete_ms is not None and not r.rolled_back for r in rs]
                 samples = [
                     r.complete_samples if d else math.inf for r, d in zip(rs, done, strict=True)
@@ -68,7 +69,9 @@ def summarize(
                 minutes = [r.t_ms / 60_000 if r.rolled_back else math.inf for r in rs]
             row = Row(
                 sc, method, len(rs), len(hits) / len(rs), _wilson(len(hits), len(rs)),
-                _median(samples), _median(minutes),
+                _median(samples), _median(minutes), horizon,
+                completed=sum(r.complete_ms is not None for r in rs) / len(rs),
+                reached=_median([r.reached for r in rs]),
             )  # fmt: skip
             for r in hits:
                 row.fired.update(r.metrics)
@@ -77,8 +80,6 @@ def summarize(
                     row.verdicts[r.target_verdict] += 1
                     row.example = row.example or r.target_reason
             row.leaked = sum(r.promoted_first > 0 for r in hits) / len(hits) if hits else 0.0
-            row.reached = _median([r.reached for r in rs])
-            row.completed = sum(r.complete_ms is not None for r in rs) / len(rs)
             rows.append(row)
     return rows
 
@@ -89,7 +90,7 @@ def print_table(rows: Sequence[Row], title: str) -> None:
 
     table = Table(title=title)
     for col in ("scenario", "method", "runs", "false rollback / detection", "95 % CI",
-                "median samples", "median time", "what fired"):  # fmt: skip
+                "median samples", "median time", "reach 100 %", "what fired"):  # fmt: skip
         table.add_column(
             col, justify="left" if col in ("scenario", "method", "what fired") else "right"
         )
@@ -100,10 +101,6 @@ def print_table(rows: Sequence[Row], title: str) -> None:
             "false rb" if r.scenario.target is None
             else "rollback" if r.scenario.within_policy else "detect"
         )  # fmt: skip
-        fired = ", ".join(f"{k} {v}" for k, v in r.fired.most_common(3))
-        if r.scenario.target is None:
-            what = f"{r.completed:.0%} of runs reach 100 %; median reached {r.reached:g} %"
-            fired = (fired + "; " if fired else "") + what
         table.add_row(
             label if r.scenario.key != last else "",
             r.method,
@@ -112,11 +109,12 @@ def print_table(rows: Sequence[Row], title: str) -> None:
             f"[{r.ci[0]:.1%}, {r.ci[1]:.1%}]",
             f"{r.samples:,.0f}" if math.isfinite(r.samples) else "> horizon",
             f"{r.minutes:.1f} min" if math.isfinite(r.minutes) else "> horizon",
-            fired,
+            f"{r.completed:.0%}",
+            ", ".join(f"{k} {v}" for k, v in r.fired.most_common(3)),
             end_section=False,
         )
         last = r.scenario.key
-    Console(width=200).print(table)
+    Console(width=220).print(table)
 
 
 def print_diagnosis(rows: Sequence[Row]) -> None:
@@ -127,21 +125,41 @@ def print_diagnosis(rows: Sequence[Row]) -> None:
         if r.method != "shadowlens":
             continue
         fired = ", ".join(f"{k}: {v}" for k, v in r.fired.most_common()) or "nothing"
-        print(f"  {r.scenario.label:<34} fired: {fired}")
+        print(f"  {r.scenario.label:<36} fired: {fired}")
         if r.scenario.target is not None and r.leaked:
-            print(f"  {'':<34} {r.leaked:.0%} of detections came after a promotion")
+            print(f"  {'':<36} {r.leaked:.0%} of detections came after a promotion")
         for verdicts, count in r.verdicts.most_common(3):
-            print(f"  {'':<34} no rollback, last verdicts {verdicts}: {count} runs")
-        if r.example and not r.scenario.within_policy:
-            print(f"  {'':<34} e.g. {r.example}")
+            print(f"  {'':<36} no rollback, last verdicts {verdicts}: {count} runs")
+        if r.example and not r.scenario.within_policy and r.scenario.target is not None:
+            print(f"  {'':<36} e.g. {r.example}")
 
 
-def headline(rows: Sequence[Row], fixed: Sequence[Row]) -> tuple[float, float, float]:
-    """(A/A false rollbacks, lowest detection, largest samples ratio to `fixed`'s Kayenta)."""
-    mine = {r.scenario.key: r for r in rows if r.method == "shadowlens"}
-    kay = {r.scenario.key: r for r in fixed if r.method == "kayenta"}
-    aa = next((r.rate for r in mine.values() if r.scenario.target is None), math.nan)
-    detect = [r for r in mine.values() if r.scenario.target is not None and r.scenario.headline]
-    detection = min((r.rate for r in detect), default=math.nan)
-    ratios = [r.samples / kay[r.scenario.key].samples for r in detect if r.scenario.key in kay]
-    return aa, detection, max(ratios, default=math.nan)
+@dataclass(frozen=True, slots=True)
+class Headline:
+    aa_false_rollback: float
+    aa_reach_full: float
+    detection: float  # the lowest over the headline regressions
+    wrong_promotion: float  # the highest share reaching 100 % over violating scenarios
+    samples_vs_fixed_horizon: float  # the largest median samples / fixed-horizon samples
+
+    def fields(self, prefix: str = "") -> str:
+        return " ".join(
+            f"{prefix}{name}={getattr(self, name):.3f}"
+            for name in ("aa_false_rollback", "aa_reach_full", "detection", "wrong_promotion",
+                         "samples_vs_fixed_horizon")
+        )  # fmt: skip
+
+
+def headline(rows: Sequence[Row], method: str) -> Headline:
+    """The RESULT figures of one method."""
+    mine = [r for r in rows if r.method == method]
+    aa = next((r for r in mine if r.scenario.key == "aa"), None)
+    detect = [r for r in mine if r.scenario.target is not None and r.scenario.headline]
+    violating = [r for r in mine if r.scenario.violates]
+    return Headline(
+        aa.rate if aa else math.nan,
+        aa.completed if aa else math.nan,
+        min((r.rate for r in detect), default=math.nan),
+        max((r.completed for r in violating), default=math.nan),
+        max((r.samples / r.horizon_samples for r in detect), default=math.nan),
+    )

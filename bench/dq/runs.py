@@ -1,4 +1,4 @@
-"""One seeded run as per-request arrays, paired as the pipeline pairs it, and a method's result."""
+"""One seeded run as per-request arrays, and a method's result on it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import numpy as np
 from shadowlens.judge.policy import Policy
 from shadowlens.replay.models import MODELS, PRIMARY_MODEL
 
-from .corpus import Corpus
+from .corpus import VARIANTS, Corpus
 from .scenarios import Config, Scenario
+
+BURST_EVERY, BURST_FOR, BURST_FIRST = 10, 2, 5  # minutes: 2 in every 10, the first at 5
+BURST_SHARE = 0.6  # of the traffic during a burst
+SAME_NOISE = 0.05  # an identical candidate's per-request latency noise (lognormal sd)
 
 
 @dataclass(slots=True)
@@ -17,47 +21,65 @@ class Run:
     """One seeded replay as per-request arrays (index = request in start order)."""
 
     t0_ms: int
+    task: str
     start_ms: np.ndarray
     segment: np.ndarray
+    ins: np.ndarray  # the AlpacaEval instruction of each request
     lat_p: np.ndarray
     lat_c: np.ndarray
     lat_r: np.ndarray
-    fail_p: np.ndarray  # error status (not counting a missing half)
+    fail_p: np.ndarray  # error status
     fail_c: np.ndarray
-    qual_c: np.ndarray
+    fail_r: np.ndarray
+    qual_c: np.ndarray  # similarity (or label agreement) to the primary
+    qual_r: np.ndarray
+    ref_p: np.ndarray  # refusals
+    ref_c: np.ndarray
+    ref_r: np.ndarray
+    var_c: np.ndarray  # which answer the candidate gave: a variant, -1 off-topic, -2 the primary's
+    var_r: np.ndarray
+    replica: np.ndarray  # bool: a replica call was made
     done_p: np.ndarray  # completion times
     done_c: np.ndarray
-    replica: np.ndarray  # bool: a replica call was made
     done_r: np.ndarray
-    fail_r: np.ndarray
-    qual_r: np.ndarray
-    late_c: np.ndarray  # the pair closed before this half came: an orphan
-    late_p: np.ndarray
-    late_r: np.ndarray
-    ins: np.ndarray  # the AlpacaEval instruction of each request
-    offtopic: np.ndarray  # bool: the candidate's answer was replaced by an off-topic one
-    closed_ms: np.ndarray  # the sweep that closed the request (orphans are emitted there)
-
-    @property
-    def miss_c(self) -> np.ndarray:
-        """Candidate failures as the judge counts them: errors and missing halves."""
-        return self.fail_c | self.late_c
-
-    @property
-    def miss_p(self) -> np.ndarray:
-        return self.fail_p | self.late_p
+    horizon_samples: int  # requests sent within the horizon: the fixed horizon's sample count
 
 
 def _fail_latency(rng: np.random.Generator, n: int) -> np.ndarray:
     return 50.0 + 350.0 * rng.random(n)  # fail fast: 503/429, as shadowlens.replay.faults does
 
 
+def _instructions(
+    corpus: Corpus, sc: Scenario, start: np.ndarray, t0: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each request's instruction, and whether it belongs to the bursty segment (the
+    corpus's first): uniform, or in bursts of BURST_FOR minutes every BURST_EVERY, the
+    first BURST_FIRST minutes in (the ramp has moved on without it by then)."""
+    n = len(start)
+    if not sc.bursty:
+        return rng.integers(len(corpus.segment_of), size=n), np.zeros(n, dtype=bool)
+    minute = (start - t0) // 60_000 - BURST_FIRST  # the segment is quiet at first
+    burst = (minute % BURST_EVERY < BURST_FOR) & (rng.random(n) < BURST_SHARE)
+    inside = np.flatnonzero(corpus.segment_of == 0)
+    outside = np.flatnonzero(corpus.segment_of != 0)
+    ins = np.where(
+        burst,
+        inside[rng.integers(len(inside), size=n)],
+        outside[rng.integers(len(outside), size=n)],
+    )
+    return ins, burst
+
+
 def draw_run(corpus: Corpus, sc: Scenario, cfg: Config, policy: Policy, seed: int) -> Run:
-    """The scenario's seeded replay: latencies, errors, answers, and which halves come too late."""
+    """The scenario's seeded replay: latencies, errors, answers, refusals.
+
+    Traffic runs past the horizon by the watermark's lag (lateness, clock skew, grace) and
+    a window, so the horizon's last window closes."""
     rng = np.random.default_rng([cfg.seed, seed])
-    size = policy.windows.size_ms
+    size, pp = policy.windows.size_ms, policy.pairing
     t0 = (1_700_000_000_000 // size + 1) * size
-    end = t0 + (cfg.horizon_windows + 2) * size  # two more windows push the watermark on
+    horizon = t0 + cfg.horizon_windows * size
+    end = horizon + pp.lateness_ms + pp.max_skew_ms + policy.windows.grace_ms + size
     rows = len(corpus.offsets_ms)
     first = int(rng.integers(rows))
     need = int((end - t0) / 1000 * corpus.rate_per_s * 1.5) + rows
@@ -68,8 +90,10 @@ def draw_run(corpus: Corpus, sc: Scenario, cfg: Config, policy: Policy, seed: in
     keep = start < end
     row, start = row[keep], start[keep]
     n = len(start)
-    ins = rng.integers(len(corpus.segment_of), size=n)
-    model = MODELS[PRIMARY_MODEL].latency  # both arms: same deployment, same model
+    ins, hit = _instructions(corpus, sc, start, t0, rng)
+    if not sc.bursty:
+        hit = np.ones(n, dtype=bool)  # the change hits every request
+    model = MODELS[PRIMARY_MODEL].latency  # all arms: the same deployment, the same model
 
     def call_latency() -> np.ndarray:
         out = np.maximum(
@@ -78,72 +102,54 @@ def draw_run(corpus: Corpus, sc: Scenario, cfg: Config, policy: Policy, seed: in
         lat, _ = model.draw(corpus.input_tokens[row], out, rng)
         return lat
 
-    lat_p, lat_c, lat_r = call_latency(), call_latency() * sc.latency_factor, call_latency()
+    lat_p, lat_c, lat_r = call_latency(), call_latency(), call_latency()
+    if sc.identical:
+        lat_c = lat_p * rng.lognormal(0, SAME_NOISE, n)
+    lat_c = np.where(hit, lat_c * sc.latency_factor, lat_c)
     p_err = cfg.base_error_rate if sc.base_error is None else sc.base_error
     fail_p = rng.random(n) < p_err
-    fail_c = rng.random(n) < p_err + sc.error_increase
+    fail_c = rng.random(n) < p_err + np.where(hit, sc.error_increase, 0.0)
     fail_r = rng.random(n) < p_err
     for lat, fail in ((lat_p, fail_p), (lat_c, fail_c), (lat_r, fail_r)):
         lat[fail] = _fail_latency(rng, int(fail.sum()))
-    sib, off = corpus.sim_sibling[ins], corpus.sim_offtopic[ins]
+    var_r = rng.integers(VARIANTS, size=n)
+    var_c = rng.integers(VARIANTS, size=n)
     share = 0.0
     if sc.quality_drop:
-        mean_sib, mean_off = corpus.sim_sibling.mean(), corpus.sim_offtopic.mean()
-        share = sc.quality_drop * mean_sib / (mean_sib - mean_off)
+        mean, off = corpus.sim_variant.mean(), corpus.sim_offtopic.mean()
+        share = sc.quality_drop * mean / (mean - off)
         if share > 1:
             raise ValueError(f"an off-topic share cannot drop quality by {sc.quality_drop:.0%}")
-    offtopic = rng.random(n) < share
-    qual_c = np.where(offtopic, off, sib)
-    replica = rng.random(n) < cfg.replica_share
-    done_p = start + np.round(lat_p).astype(np.int64)
-    done_c = start + np.round(lat_c).astype(np.int64)
-    done_r = start + np.round(lat_r).astype(np.int64)
-    late_p, late_c, late_r, closed = _pairing(start, done_p, done_c, done_r, replica, policy)
+    var_c = np.where(hit & (rng.random(n) < share), -1, var_c)
+    if sc.identical:
+        var_c = np.full(n, -2)
+    qual_r = corpus.sim_variant[ins, var_r]
+    qual_c = np.select(
+        [var_c == -2, var_c == -1],
+        [np.ones(n), corpus.sim_offtopic[ins]],
+        corpus.sim_variant[ins, np.maximum(var_c, 0)],
+    )
+    ref_p = corpus.refused_primary[ins]
+    ref_r = corpus.refused_variant[ins, var_r]
+    ref_c = np.select(
+        [var_c == -2, var_c == -1],
+        [ref_p, corpus.refused_variant[corpus.offtopic_of[ins], 0]],
+        corpus.refused_variant[ins, np.maximum(var_c, 0)],
+    )
+    if sc.task == "classification":
+        qual_c = (rng.random(n) < sc.label_agreement).astype(float)
+    replica = rng.random(n) < cfg.replica_share if sc.replica else np.zeros(n, dtype=bool)
     return Run(
-        t0, start, corpus.segment_of[ins], lat_p, lat_c, lat_r, fail_p, fail_c, qual_c, done_p,
-        done_c, replica, done_r, fail_r, sib, late_c, late_p, late_r, ins, offtopic, closed,
+        t0, sc.task, start, corpus.segment_of[ins], ins, lat_p, lat_c, lat_r, fail_p, fail_c,
+        fail_r, qual_c, qual_r, ref_p, ref_c, ref_r, var_c, var_r, replica,
+        start + np.round(lat_p).astype(np.int64), start + np.round(lat_c).astype(np.int64),
+        start + np.round(lat_r).astype(np.int64), int(np.searchsorted(start, horizon)),
     )  # fmt: skip
 
 
-def sweep_times(halves: np.ndarray, policy: Policy) -> np.ndarray:
-    """Completion times of the events after which `Pipeline.feed` sweeps and judges: the
-    first event, then every time the watermark has moved size/10 since the last sweep."""
-    lateness, cadence = policy.pairing.lateness_ms, policy.windows.size_ms // 10
-    out, swept = [], 0
-    for t in halves.tolist():
-        if t - lateness - swept >= cadence:
-            swept = t - lateness
-            out.append(t)
-    return np.array(out, dtype=np.int64)
-
-
-def _pairing(
-    start: np.ndarray,
-    done_p: np.ndarray,
-    done_c: np.ndarray,
-    done_r: np.ndarray,
-    replica: np.ndarray,
-    policy: Policy,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Which halves come too late to pair, as `shadowlens.pipeline.pairing.Pairer` decides it.
-
-    A request is closed by the first sweep after its first half arrived whose watermark has
-    passed start + timeout; a half still missing then is an orphan (counted against its
-    arm), a replica arriving after it is dropped. Returns (late_p, late_c, late_r, closed_at)."""
-    halves = np.sort(np.concatenate([done_p, done_c, done_r[replica]]))
-    sweeps = sweep_times(halves, policy)
-    pp = policy.pairing
-    first = np.minimum(done_p, done_c)
-    first = np.where(replica, np.minimum(first, done_r), first)
-    due = np.maximum(first, start + pp.timeout_ms + pp.lateness_ms)  # event time >= this
-    j = np.searchsorted(sweeps, due, side="left")
-    closed = np.where(
-        j < len(sweeps), sweeps[np.minimum(j, len(sweeps) - 1)], np.iinfo(np.int64).max
-    )
-    late_p = done_p > closed
-    late_c = (done_c > closed) & ~late_p
-    late_r = replica & ((done_r > closed) | late_p)
-    return late_p, late_c, late_r, closed
+def samples_at(run: Run, t_ms: int) -> int:
+    """Requests sent before `t_ms`: the samples a decision then had."""
+    return int(np.searchsorted(run.start_ms, t_ms, side="left"))
 
 
 @dataclass(slots=True)
@@ -151,7 +157,7 @@ class MethodResult:
     """What one method decided on one run, and when."""
 
     rolled_back: bool = False
-    t_ms: int | None = None  # rollback, or (A/A) reaching 100 %
+    t_ms: int | None = None  # the first rollback
     samples: int | None = None
     metrics: tuple[str, ...] = ()  # what fired
     promoted_first: int = 0  # stages promoted before the rollback
@@ -160,8 +166,3 @@ class MethodResult:
     complete_samples: int | None = None
     reached: float = 0.0  # the highest candidate traffic share reached, percent
     target_reason: str = ""  # the target metric's last all-segments reason (shadowlens)
-
-
-def samples_at(run: Run, t_ms: int) -> int:
-    """Requests sent before `t_ms`: the samples a decision then had."""
-    return int(np.searchsorted(run.start_ms, t_ms, side="left"))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from shadowlens.judge.classifiers import CLASSIFIERS, Classifiers, MetricClassifier, SegmentCase
+from shadowlens.judge.classifiers import CLASSIFIERS, Classifiers, SegmentCase
+from shadowlens.judge.classify import increase_lower_bound
 from shadowlens.judge.verdicts import Evidence, Verdict
 
 
@@ -21,38 +22,25 @@ class Variant:
     classifiers: Classifiers
 
 
-def _errors_on_bound(shift: float) -> MetricClassifier:
-    """Errors also FAIL when the point rates are past both limits and the always-valid bound
-    on the paired increase is above shift x max_increase (0: any increase at all), a route
-    beside the judge's sequential McNemar test."""
-
-    def classify(case: SegmentCase) -> Evidence:
-        base = CLASSIFIERS.errors(case)
-        if base.verdict != Verdict.INCONCLUSIVE:
-            return base
-        pol, agg = case.policy.errors, case.evidence.totals
-        cand = agg.error_rate("candidate") or 0.0
-        prim = agg.error_rate("primary") or 0.0
-        if not (cand > pol.max_absolute and cand - prim > pol.max_increase):
-            return base
-        d_lo, _ = case.evidence.error_increase.interval(case.alpha.fail)
-        if d_lo > shift * pol.max_increase:
-            return replace(base, verdict=Verdict.FAIL, bound=d_lo)
+def _errors_past_the_whole_margin(case: SegmentCase) -> Evidence:
+    """Errors FAIL only when the paired increase's bound clears the whole margin (+2 pp),
+    not half of it: a rollback then means provably past the policy, at the price of power
+    (about four times the pairs at +3 pp)."""
+    base = CLASSIFIERS.errors(case)
+    if base.verdict != Verdict.FAIL:
         return base
-
-    return classify
+    j = case.policy.judge
+    worse = increase_lower_bound(case.evidence.totals.failures, case.alpha.fail, j.optimal_n)
+    if worse > case.policy.errors.max_increase:
+        return base
+    return replace(base, verdict=Verdict.INCONCLUSIVE, example_request_ids=())
 
 
 VARIANTS: dict[str, Variant] = {
     "current": Variant("the judge as it is", CLASSIFIERS),
-    "vs-zero": Variant(
-        "errors also FAIL when the point rates are past both limits and the always-valid "
-        "bound on the paired increase excludes no increase",
-        replace(CLASSIFIERS, errors=_errors_on_bound(0.0)),
-    ),
-    "half-margin": Variant(
-        "as 'vs-zero', but the bound on the paired increase must clear half the margin (+1 pp)",
-        replace(CLASSIFIERS, errors=_errors_on_bound(0.5)),
+    "whole-margin": Variant(
+        "errors FAIL only when the bound on the paired increase clears the whole margin",
+        replace(CLASSIFIERS, errors=_errors_past_the_whole_margin),
     ),
 }
 
