@@ -1,4 +1,4 @@
-"""Streaming throughput on one real Kafka broker: raw consumer vs the worker, 1 vs 2 workers.
+"""Streaming throughput on one real Kafka broker: consumers, Faust, quixstreams and the worker.
 
     .venv/bin/python bench/stream_throughput.py                  # 20,000 requests = 40,000 events
     .venv/bin/python bench/stream_throughput.py --requests 5000  # a quicker look
@@ -6,37 +6,39 @@
 Starts its own Apache Kafka broker (scripts/kafka.sh start, as scripts/test.sh does) and
 always stops it. M paired events are built from the shipped sample (real AlpacaEval outputs
 at Azure trace arrivals, no faults) and produced once, keyed by request_id, to a topic with
-`--partitions` partitions. Then, side by side on that broker and those events:
+`--partitions` partitions. Then, one after the other on that broker and those events:
 
 (a) raw: one aiokafka consumer reads every event from the beginning and decodes it with
     orjson -- the floor any Kafka consumer in Python pays;
-(a') Faust alone: a no-op agent in one worker process, on the worker's own app settings
-    (`shadowlens.streams.app.new_app`: same consumer, batches of `stream.take_events`, acks), that
-    only orjson-decodes and counts -- no tables, no outputs: the most a Faust worker can do
-    here, so (a')/(a) is the part of the gap that is Faust's and (b)/(a') the part that is
-    ours;
-(b) pipeline: one `shadowlens worker` (non-semantic comparators, at_least_once, chdb);
+(a') Faust alone: a no-op agent in a worker process, on the worker's own app settings
+    (`shadowlens.streams.app.new_app`: same consumer, processing guarantee, batches of
+    `stream.take_events`, acks, a changelog table as the worker has), that only
+    orjson-decodes and counts -- the most a Faust worker can do here, so (a')/(a) is the
+    part of the gap that is Faust's and (b)/(a') the part that is ours;
+(d) quixstreams (librdkafka) with the worker's processing guarantee, orjson-decoding them;
+(d') the same, pairing each request's halves in its State (RocksDB, changelogged): the peer
+    of our pairing, without its watermarks, orphans and scores;
+(b) pipeline: one `shadowlens worker` (non-semantic comparators, chdb, the worker's default
+    processing guarantee), measured end to end: an event counts once the
+    row of its request is in ClickHouse (the rows' `inserted_at`; a request's row written
+    twice counts once, so this counts unique events);
 (c) the same with two worker processes in one consumer group.
+
+Every arm is measured by one rule (`steady`): events/s between the moment 15 % and the
+moment 90 % of the M events are done (after every worker owns partitions, for (b) and (c)),
+so start-up, a join and the last batches' tail do not count; and the CPU time of its
+process(es) in that window per event (user + system, all threads): on a shared machine CPU
+per event moves far less with other load than events/s does, so compare runs on it. The
+child arms report (time, events, CPU) after each batch; the workers are sampled from /proc.
 
 Without Kafka, on the same events: the plain-Python `shadowlens.job.pipeline.Pipeline` (what
 `shadowlens replay` runs: decode, pair, score, window, judge) and the per-event cost of each
-step the worker takes (decode, pair, score, changelog and pairs encoding, the judging
-side's decode and window add), in CPU microseconds per event.
+step the worker takes (decode, pair, score -- by the per-pair reference path and by the batch
+path side by side --, changelog and pairs encoding, the judging side's decode and window add),
+in CPU microseconds per event. Last line:
 
-Every row also gives the consumer's CPU time per event (the process's user + system time;
-for (b) and (c) sampled from /proc over the rate window, summed over workers): on a shared
-machine it moves far less with other load than events/s does, so compare runs on it.
-
-Rates: (a) and (a') are M over the time from the first record to the last. For (b) and (c) the
-workers' own counters (logged every 0.25 s, merged across workers) are read: the rate is
-the events paired between 15 % and 90 % of M, in a window that starts only once every
-worker owns partitions and has processed events, so the group's start-up and the second
-worker's join do not count, and that ends before the tail of the last batches. The time
-from the first event to every pair being in ClickHouse (end to end, start-up included) is
-printed too. Last line:
-
-    RESULT ratio_pipeline_vs_raw=<b/a> ratio_two_workers=<c/b> ratio_faust_vs_raw=<a'/a>
-        ratio_pipeline_vs_faust=<b/a'>
+    RESULT ratio_pipeline_vs_raw=<b/a> ratio_pipeline_vs_faust=<b/a'> ratio_faust_vs_raw=<a'/a>
+        ratio_two_workers=<c/b> ratio_pipeline_vs_quix=<b/d'>
 
 Before the RESULT line the bench measures how much two CPU-bound processes gain over one on
 this machine right now: the ceiling for ratio_two_workers (the broker shares the cores too).
@@ -76,6 +78,7 @@ from shadowlens.replay.datasets import load_sample  # noqa: E402
 from shadowlens.replay.publish import publish  # noqa: E402
 from shadowlens.replay.traffic import build_events  # noqa: E402
 from shadowlens.schemas.events import decode_event  # noqa: E402
+from shadowlens.store.client import Store  # noqa: E402
 from shadowlens.streams.app import STATS_MARK, new_app  # noqa: E402
 from shadowlens.streams.codec import encode_pending  # noqa: E402
 from shadowlens.streams.config import Settings  # noqa: E402
@@ -84,7 +87,9 @@ from shadowlens.streams.wire import decode_pairs, encode_pairs  # noqa: E402
 
 SHADOWLENS = str(Path(sys.executable).with_name("shadowlens"))
 WINDOW = (0.15, 0.90)
-NOOP_MARK = "bench-noop-done"
+PROGRESS_MARK = "bench-progress"
+SCORE_BATCH = Settings().batch_size  # pairing steps scored at once: one agent batch of events
+ARMS = ("raw", "faust", "quix", "quix-pair")
 
 
 # --------------------------------------------------------------------------- broker
@@ -120,39 +125,88 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
         await admin.close()
 
 
+# --------------------------------------------------------------------------- one rule
+
+
+def progress(n: int) -> None:
+    """A child arm's line: wall time, events done, its CPU seconds (all threads)."""
+    at, cpu = time.time(), time.process_time()
+    print(PROGRESS_MARK, orjson.dumps({"at": at, "n": n, "cpu": cpu}).decode(), flush=True)
+
+
+def marked(path: Path, mark: str) -> list[dict[str, Any]]:
+    """The JSON after `mark` on each line of a log (a line being written is skipped)."""
+    out = []
+    with open(path, "rb") as fh:
+        for line in fh:
+            at = line.find(mark.encode())
+            if at >= 0:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    out.append(orjson.loads(line[at + len(mark) :]))
+    return out
+
+
+def steady(
+    done: list[tuple[float, int]], cpu: list[tuple[float, float]], m: int, ready: float = 0.0
+) -> dict[str, float]:
+    """The one rule every arm is measured by: events/s from the last moment, `ready` or
+    later, at which fewer than `WINDOW[0]` of the `m` events were done to the first at
+    which `WINDOW[1]` were (start-up and the last batches' tail left out; a step of many
+    events at once, as an insert into ClickHouse is, falls inside the window), and the
+    CPU time spent in that window per event, from (time, CPU seconds) samples."""
+    after = [(t, n) for t, n in done if t >= ready]
+    start = max(((t, n) for t, n in after if n < WINDOW[0] * m), default=after[0])
+    end = next((t, n) for t, n in after if n >= WINDOW[1] * m)
+    times, seconds = zip(*cpu, strict=True)
+    used = np.interp(end[0], times, seconds) - np.interp(start[0], times, seconds)
+    return {
+        "events_per_s": (end[1] - start[1]) / (end[0] - start[0]),
+        "cpu_us_per_event": used * 1e6 / (end[1] - start[1]),
+    }
+
+
+def run_arm(arm: str, env: dict[str, str], m: int, partitions: int, workdir: Path) -> dict:
+    """Run one consumer arm in a process of its own until it has seen the `m` events."""
+    log = workdir / f"{arm}-{uuid.uuid4().hex[:6]}.log"
+    cmd = [sys.executable, __file__, "--arm", arm, "--events", str(m)]
+    proc = spawn([*cmd, "--partitions", str(partitions)], env, log)
+    try:
+        deadline = time.monotonic() + 600
+        while not (lines := marked(log, PROGRESS_MARK)) or lines[-1]["n"] < m:
+            check_alive([proc], [log], deadline)
+            time.sleep(0.2)
+    finally:
+        stop([proc])
+    done = [(s["at"], s["n"]) for s in lines]
+    return steady(done, [(s["at"], s["cpu"]) for s in lines], m)
+
+
 # --------------------------------------------------------------------------- (a) raw
 
 
-async def raw_consume(bootstrap: str, topic: str, expected: int) -> tuple[float, float]:
-    """Events/s of a plain aiokafka consumer that orjson-decodes every value, and its CPU
-    microseconds per event."""
+async def raw_arm(env: dict[str, str], expected: int) -> None:
+    """(a): a plain aiokafka consumer that orjson-decodes every value."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+        bootstrap_servers=env["SHADOWLENS_KAFKA_BOOTSTRAP"],
+        group_id=None,
+        enable_auto_commit=False,
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        topic = env["SHADOWLENS_TOPIC_EVENTS"]
+        await consumer._client.force_metadata_update()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         seen = 0
-        first: float | None = None
-        cpu = 0.0
         while seen < expected:
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
             for records in batches.values():
                 for record in records:
-                    if record.headers:  # end-of-input markers are not events
-                        continue
-                    orjson.loads(record.value)
-                    seen += 1
-            if first is None and seen:
-                first, cpu = time.perf_counter(), time.process_time()
-        cpu_us = (time.process_time() - cpu) * 1e6 / expected
-        return expected / (time.perf_counter() - (first or time.perf_counter())), cpu_us
+                    if not record.headers:  # end-of-input markers are not events
+                        orjson.loads(record.value)
+                        seen += 1
+            progress(seen)
     finally:
         await consumer.stop()
 
@@ -160,18 +214,22 @@ async def raw_consume(bootstrap: str, topic: str, expected: int) -> tuple[float,
 # --------------------------------------------------------------------------- (a') Faust alone
 
 
-def noop_worker(expected: int, partitions: int) -> None:
-    """Run in a worker process of its own (`--noop-worker`): a Faust agent on the worker's
-    app settings that orjson-decodes and counts the events, then logs its timings."""
+def faust_arm(expected: int, partitions: int) -> None:
+    """(a'): a Faust agent on the worker's app settings that orjson-decodes the events.
+
+    It has one changelog table, never written, as the worker has: without one Faust gives
+    partitions out with aiokafka's round-robin assignor instead of its own, and then
+    exactly_once fails at the first assignment (its transactions need Faust's topic
+    groups)."""
     import faust
 
     settings = Settings.from_env()
     app = new_app(settings, Topology(partitions, 1, 1))
     source = app.topic(settings.topic_events, key_serializer="raw", value_serializer="raw")
+    app.Table("bench-noop-unused", default=int)
 
     async def count(stream: Any) -> None:
         seen = 0
-        first: tuple[float, float] | None = None
         batches = stream.take_events(settings.batch_size, within=settings.batch_within_s)
         async for events in batches:
             for event in events:
@@ -179,52 +237,66 @@ def noop_worker(expected: int, partitions: int) -> None:
                     orjson.loads(event.message.value)
                     seen += 1
                 await stream.ack(event)
-            first = first or (time.time(), time.process_time())
-            if seen >= expected:
-                last = (time.time(), time.process_time())
-                print(NOOP_MARK, orjson.dumps({"first": first, "last": last}).decode())
-                sys.stdout.flush()
+            progress(seen)
 
     app.agent(source, name="noop")(count)
     worker = faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
 
 
-def faust_consume(
-    env: dict[str, str], expected: int, partitions: int, workdir: Path
-) -> tuple[float, float]:
-    """Events/s of `noop_worker`, from its first batch to its last record, and its CPU
-    microseconds per event."""
-    log = workdir / "noop.log"
-    args = ["--noop-worker", str(expected), "--partitions", str(partitions)]
-    proc = spawn([sys.executable, __file__, *args], env, log)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            text = log.read_bytes()
-            mark = text.find(NOOP_MARK.encode())
-            if mark >= 0 and text.find(b"\n", mark) > 0:
-                line = text[mark + len(NOOP_MARK) : text.find(b"\n", mark)]
-                (t0, cpu0), (t1, cpu1) = orjson.loads(line).values()
-                return expected / (t1 - t0), (cpu1 - cpu0) * 1e6 / expected
-            check_alive([proc], [log], deadline)
-            time.sleep(0.2)
-    finally:
-        stop([proc])
+# --------------------------------------------------------------------------- (d) quixstreams
+
+
+def quix_arm(expected: int, pair: bool) -> None:
+    """(d): quixstreams (librdkafka) with the worker's processing guarantee, orjson-decoding
+    the events; with `pair`, also pairing the halves of each request in its State (RocksDB,
+    changelogged, keyed by request_id as the events are): the first half is kept, the
+    second takes it out. Our pairing does more (watermarks, orphans, scores)."""
+    from quixstreams import Application
+
+    settings = Settings.from_env()
+    seen = [0]
+
+    def counted(*_: Any) -> None:  # after each record; progress every 500 events
+        if seen[0] % 500 == 0 or seen[0] >= expected:
+            progress(seen[0])
+
+    app = Application(
+        broker_address=settings.kafka_bootstrap,
+        consumer_group=f"{settings.app_id}-quix",
+        auto_offset_reset="earliest",
+        state_dir=str(settings.state_dir / settings.app_id / "quix"),
+        processing_guarantee=settings.processing_guarantee.replace("_", "-"),
+        commit_interval=settings.commit_interval_s,
+        loglevel="WARNING",
+        on_message_processed=counted,
+    )
+    topic = app.topic(settings.topic_events, key_deserializer="bytes", value_deserializer="bytes")
+
+    def decode(value: bytes, key: Any, timestamp: int, headers: Any) -> None:
+        if not headers:  # end-of-input markers are not events
+            orjson.loads(value)
+            seen[0] += 1
+
+    def decode_and_pair(value: bytes, key: Any, timestamp: int, headers: Any, state: Any) -> None:
+        if headers:
+            return
+        event = orjson.loads(value)
+        seen[0] += 1
+        if state.get("half") is None:
+            state.set("half", event)  # serialised by the State (JSON), as a pending half
+        else:
+            state.delete("half")  # paired
+
+    sdf = app.dataframe(topic)
+    if pair:
+        sdf.update(decode_and_pair, stateful=True, metadata=True)
+    else:
+        sdf.update(decode, metadata=True)
+    app.run()
 
 
 # --------------------------------------------------------------------------- (b), (c)
-
-
-def stats_lines(path: Path) -> list[dict[str, Any]]:
-    out = []
-    with open(path, "rb") as fh:
-        for line in fh:
-            mark = line.find(STATS_MARK.encode())
-            if mark >= 0:
-                with contextlib.suppress(orjson.JSONDecodeError):  # a line being written
-                    out.append(orjson.loads(line[mark + len(STATS_MARK) :]))
-    return out
 
 
 def worker_env(bootstrap: str, events_topic: str, workdir: Path) -> dict[str, str]:
@@ -286,9 +358,15 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_workers(
-    bootstrap: str, events_topic: str, requests: int, workers: int, workdir: Path
-) -> dict[str, float]:
-    """Run `workers` processes on the pre-produced events; return rates and timings."""
+    bootstrap: str,
+    events_topic: str,
+    requests: int,
+    workers: int,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Run `workers` processes on the pre-produced events until every pair is written,
+    then measure them end to end: events whose rows are in ClickHouse (`landed`), by the
+    same rule as every arm, counted from when every worker owns partitions."""
     env = worker_env(bootstrap, events_topic, workdir)
     logs = [workdir / f"{env['SHADOWLENS_APP_ID']}-worker{i}.log" for i in range(workers)]
     procs = [spawn([SHADOWLENS, "worker"], env, log) for log in logs]
@@ -297,50 +375,48 @@ def run_workers(
         deadline = time.monotonic() + 600
         while True:
             cpu.append((time.time(), sum(cpu_seconds(p.pid) for p in procs)))
-            stats = [stats_lines(log) for log in logs]
-            written = max((s[-1].get("written", {}).get("pairs", 0) for s in stats if s), default=0)
+            stats = [marked(log, STATS_MARK) for log in logs]
+            written = sum(s[-1].get("written", {}).get("pairs", 0) for s in stats if s)
             if written >= requests:
                 break
             check_alive(procs, logs, deadline)
             time.sleep(0.25)
     finally:
         stop(procs)
-    return rates(stats, requests, cpu)
-
-
-def rates(
-    stats: list[list[dict[str, Any]]], requests: int, cpu: list[tuple[float, float]]
-) -> dict[str, Any]:
-    """Steady-state events/s over the window, from the workers' merged counters, and the
-    workers' CPU microseconds per event over the same window."""
-    m = 2 * requests
     # every worker owns partitions and has processed events from here on
     ready = max(
         next(s["at"] for s in lines if s.get("pairing_tasks") and s.get("events"))
         for lines in stats
     )
-    timeline = sorted(
-        (s["at"], w, s.get("events", 0)) for w, lines in enumerate(stats) for s in lines
-    )
-    latest = [0] * len(stats)
-    merged = []
-    for at, w, n in timeline:
-        latest[w] = n
-        merged.append((at, sum(latest)))
-    start = next((t, n) for t, n in merged if t >= ready and n >= WINDOW[0] * m)
-    end = next((t, n) for t, n in merged if n >= WINDOW[1] * m)
+    done, rows = landed(env["SHADOWLENS_DSN"])
     first = min(s["first_event_at"] for lines in stats for s in lines if s.get("first_event_at"))
-    judge = next(lines for lines in stats if any(s.get("judging_tasks") for s in lines))
-    done = next(s["at"] for s in judge if s.get("written", {}).get("pairs", 0) >= requests)
-    times, seconds = zip(*cpu, strict=True)
-    used = np.interp(end[0], times, seconds) - np.interp(start[0], times, seconds)
     return {
-        "events_per_s": (end[1] - start[1]) / (end[0] - start[0]),
-        "cpu_us_per_event": used * 1e6 / (end[1] - start[1]),
-        "window_s": end[0] - start[0],
-        "all_in_clickhouse_s": done - first,
+        **steady(done, cpu, 2 * requests, ready),
+        "all_in_clickhouse_s": done[-1][0] - first,
+        "rows": rows,
+        "unique_events": done[-1][1],
         "events_by_worker": [lines[-1].get("events", 0) for lines in stats],
     }
+
+
+def landed(dsn: str) -> tuple[list[tuple[float, int]], int]:
+    """(time, events in ClickHouse) after each insert, each request's row counted once (at
+    its first insert: rows written again after a rebalance do not count), two events for a
+    pair and one for an orphan; and how many rows there are, duplicates included."""
+    with Store.open(dsn, readonly=True) as store:
+        result = store.query(
+            "SELECT at, sum(events), sum(copies) FROM ("
+            " SELECT toUnixTimestamp64Milli(min(inserted_at)) AS at,"
+            " if(any(outcome) = 'paired', 2, 1) AS events, count() AS copies"
+            " FROM pairs GROUP BY request_id, comparison"
+            ") GROUP BY at ORDER BY at"
+        )
+    done, n, rows = [], 0, 0
+    for at, events, copies in result.result_rows:
+        n += events
+        rows += copies
+        done.append((at / 1000, n))
+    return done, rows
 
 
 # --------------------------------------------------------------------------- no Kafka
@@ -376,8 +452,9 @@ def stage_costs(payloads: list[bytes]) -> dict[str, float]:
     pairer = Pairer({}, pairing_config(policy))
     matched = timed("pair", lambda: [pairer.add(e) for e in events])
     scorer = Scorer(policy)
-
-    scores = timed("score", lambda: [s for m in matched for s in scorer.score(m)])
+    timed("score_per_pair", lambda: [s for m in matched for s in scorer.score(m)])
+    batches = [matched[i : i + SCORE_BATCH] for i in range(0, len(matched), SCORE_BATCH)]
+    scores = timed("score_batch", lambda: [s for b in batches for s in scorer.score_batch(b)])
     timed("changelog_encode", lambda: [encode_pending(p) for p in pairer.state.values()])
     records = timed("pairs_encode", lambda: encode_pairs(scores))
     decoded = timed("pairs_decode", lambda: [x for r in records for x in decode_pairs(r)])
@@ -422,14 +499,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="requests (2 events each)")
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--noop-worker", type=int, metavar="EVENTS", help=argparse.SUPPRESS)
+    parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # a child arm's process
+    parser.add_argument("--events", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.noop_worker:  # (a')'s worker process, started by the bench itself
-        noop_worker(args.noop_worker, args.partitions)
+    if args.arm == "raw":
+        asyncio.run(raw_arm(dict(os.environ), args.events))
+        return
+    if args.arm == "faust":
+        faust_arm(args.events, args.partitions)
+        return
+    if args.arm is not None:
+        quix_arm(args.events, pair=args.arm == "quix-pair")
         return
     if args.partitions < 2:
         parser.error("--partitions must be >= 2 for two workers to share the work")
-
     sample = load_sample()
     events = build_events(sample.instructions, sample.arrivals, requests=args.requests)
     payloads = [e.to_json() for e in events]
@@ -449,21 +532,28 @@ def main() -> None:
         asyncio.run(create_topic(bootstrap, topic, args.partitions))
         produced = asyncio.run(publish(payloads, bootstrap, topic, end_marker=True))
         print(f"produced in {produced.seconds:.1f} s", flush=True)
-        raw, raw_cpu = asyncio.run(raw_consume(bootstrap, topic, m))
-        row("(a) raw aiokafka + orjson", raw, raw_cpu)
         with tempfile.TemporaryDirectory(prefix="shadowlens-bench-") as tmp:
-            env = worker_env(bootstrap, topic, Path(tmp))
-            noop, noop_cpu = faust_consume(env, m, args.partitions, Path(tmp))
-            row("(a') no-op Faust agent + orjson", noop, noop_cpu)
-            one = run_workers(bootstrap, topic, args.requests, 1, Path(tmp))
-            note = f"  (all pairs in ClickHouse after {one['all_in_clickhouse_s']:.1f} s)"
-            row("(b) pipeline, 1 worker", one["events_per_s"], one["cpu_us_per_event"], note)
-            two = run_workers(bootstrap, topic, args.requests, 2, Path(tmp))
-            note = (
-                f"  (all pairs in ClickHouse after {two['all_in_clickhouse_s']:.1f} s;"
-                f" events per worker {two['events_by_worker']})"
-            )
-            row("(c) pipeline, 2 workers", two["events_per_s"], two["cpu_us_per_event"], note)
+            work = Path(tmp)
+            arm: dict[str, dict[str, float]] = {}
+            for name, label in (
+                ("raw", "(a) raw aiokafka + orjson"),
+                ("faust", "(a') no-op Faust agent + orjson"),
+                ("quix", "(d) quixstreams + orjson"),
+                ("quix-pair", "(d') quixstreams, paired in State"),
+            ):
+                env = worker_env(bootstrap, topic, work)
+                arm[name] = run_arm(name, env, m, args.partitions, work)
+                row(label, arm[name]["events_per_s"], arm[name]["cpu_us_per_event"])
+            for workers, label in ((1, "(b) pipeline, 1 worker"), (2, "(c) pipeline, 2 workers")):
+                run = arm[f"workers{workers}"] = run_workers(
+                    bootstrap, topic, args.requests, workers, work
+                )
+                note = (
+                    f"  (end to end: all {run['unique_events']} events in ClickHouse after "
+                    f"{run['all_in_clickhouse_s']:.1f} s, {run['rows']} rows for "
+                    f"{args.requests} requests; events per worker {run['events_by_worker']})"
+                )
+                row(label, run["events_per_s"], run["cpu_us_per_event"], note)
     finally:
         stop_broker(datadir)
     print(
@@ -471,11 +561,13 @@ def main() -> None:
         f"one (load average {os.getloadavg()[0]:.1f})",
         flush=True,
     )
+    rate = {name: a["events_per_s"] for name, a in arm.items()}
     print(
-        f"RESULT ratio_pipeline_vs_raw={one['events_per_s'] / raw:.3f} "
-        f"ratio_two_workers={two['events_per_s'] / one['events_per_s']:.3f} "
-        f"ratio_faust_vs_raw={noop / raw:.3f} "
-        f"ratio_pipeline_vs_faust={one['events_per_s'] / noop:.3f}"
+        f"RESULT ratio_pipeline_vs_raw={rate['workers1'] / rate['raw']:.3f} "
+        f"ratio_pipeline_vs_faust={rate['workers1'] / rate['faust']:.3f} "
+        f"ratio_faust_vs_raw={rate['faust'] / rate['raw']:.3f} "
+        f"ratio_two_workers={rate['workers2'] / rate['workers1']:.3f} "
+        f"ratio_pipeline_vs_quix={rate['workers1'] / rate['quix-pair']:.3f}"
     )
 
 
