@@ -18,8 +18,9 @@ at Azure trace arrivals, no faults) and produced once, keyed by request_id, to a
 (d) quixstreams (librdkafka) with the worker's processing guarantee, orjson-decoding them;
 (d') the same, pairing each request's halves in its State (RocksDB, changelogged): the peer
     of our pairing, without its watermarks, orphans and scores;
-(b) pipeline: one `shadowlens worker` (non-semantic comparators, chdb, the worker's default
-    processing guarantee), measured end to end: an event counts once the
+(b) pipeline: one `shadowlens worker` (non-semantic comparators, chdb; the worker's default
+    processing guarantee and producer batch size unless `--guarantee` or
+    `--producer-batch-bytes` say otherwise), measured end to end: an event counts once the
     row of its request is in ClickHouse (the rows' `inserted_at`; a request's row written
     twice counts once, so this counts unique events);
 (c) the same with two worker processes in one consumer group.
@@ -299,8 +300,11 @@ def quix_arm(expected: int, pair: bool) -> None:
 # --------------------------------------------------------------------------- (b), (c)
 
 
-def worker_env(bootstrap: str, events_topic: str, workdir: Path) -> dict[str, str]:
-    """The environment of one run's workers: its own app id, topics and ClickHouse."""
+def worker_env(
+    bootstrap: str, events_topic: str, workdir: Path, settings: dict[str, str]
+) -> dict[str, str]:
+    """The environment of one run's workers: its own app id, topics and ClickHouse, plus
+    `settings` (SHADOWLENS_* variables) under test."""
     run = uuid.uuid4().hex[:8]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWLENS_")}
     env.update(
@@ -320,6 +324,7 @@ def worker_env(bootstrap: str, events_topic: str, workdir: Path) -> dict[str, st
         SHADOWLENS_COMMIT_INTERVAL_S="1",
         SHADOWLENS_STATS_INTERVAL_S="0.25",
     )
+    env.update(settings)
     return env
 
 
@@ -363,11 +368,12 @@ def run_workers(
     requests: int,
     workers: int,
     workdir: Path,
+    settings: dict[str, str],
 ) -> dict[str, Any]:
     """Run `workers` processes on the pre-produced events until every pair is written,
     then measure them end to end: events whose rows are in ClickHouse (`landed`), by the
     same rule as every arm, counted from when every worker owns partitions."""
-    env = worker_env(bootstrap, events_topic, workdir)
+    env = worker_env(bootstrap, events_topic, workdir, settings)
     logs = [workdir / f"{env['SHADOWLENS_APP_ID']}-worker{i}.log" for i in range(workers)]
     procs = [spawn([SHADOWLENS, "worker"], env, log) for log in logs]
     cpu: list[tuple[float, float]] = []  # (time, CPU seconds of all workers)
@@ -499,6 +505,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="requests (2 events each)")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--guarantee", choices=("exactly_once", "at_least_once"))
+    parser.add_argument("--producer-batch-bytes", type=int)
     parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # a child arm's process
     parser.add_argument("--events", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -513,6 +521,16 @@ def main() -> None:
         return
     if args.partitions < 2:
         parser.error("--partitions must be >= 2 for two workers to share the work")
+    settings = {
+        f"SHADOWLENS_{name}": str(value)
+        for name, value in (
+            ("PROCESSING_GUARANTEE", args.guarantee),
+            ("PRODUCER_BATCH_BYTES", args.producer_batch_bytes),
+        )
+        if value is not None
+    }
+    print(f"worker settings: {settings or 'defaults'}", flush=True)
+
     sample = load_sample()
     events = build_events(sample.instructions, sample.arrivals, requests=args.requests)
     payloads = [e.to_json() for e in events]
@@ -541,12 +559,12 @@ def main() -> None:
                 ("quix", "(d) quixstreams + orjson"),
                 ("quix-pair", "(d') quixstreams, paired in State"),
             ):
-                env = worker_env(bootstrap, topic, work)
+                env = worker_env(bootstrap, topic, work, settings)
                 arm[name] = run_arm(name, env, m, args.partitions, work)
                 row(label, arm[name]["events_per_s"], arm[name]["cpu_us_per_event"])
             for workers, label in ((1, "(b) pipeline, 1 worker"), (2, "(c) pipeline, 2 workers")):
                 run = arm[f"workers{workers}"] = run_workers(
-                    bootstrap, topic, args.requests, workers, work
+                    bootstrap, topic, args.requests, workers, work, settings
                 )
                 note = (
                     f"  (end to end: all {run['unique_events']} events in ClickHouse after "

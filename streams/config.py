@@ -17,7 +17,7 @@ Faust and aiokafka only through `shadowlens.streams.kafka_security`.
 | SHADOWLENS_DSN | chdb://./.shadowlens/ch | ClickHouse (chdb://DIR or http(s)://...) |
 | SHADOWLENS_DATABASE | shadowlens | ClickHouse database |
 | SHADOWLENS_POLICY | (built-in) | policy TOML file |
-| SHADOWLENS_PROCESSING_GUARANTEE | at_least_once | or exactly_once (Kafka transactions) |
+| SHADOWLENS_PROCESSING_GUARANTEE | exactly_once | or at_least_once: no transactions (docs) |
 | SHADOWLENS_TOPIC_EVENTS | shadow.events | gateway events, keyed by request_id |
 | SHADOWLENS_TOPIC_REPARTITION | shadow.events.repartition | re-keyed events |
 | SHADOWLENS_TOPIC_PAIRS | shadow.pairs | scored pairs + watermarks, keyed by experiment |
@@ -103,7 +103,7 @@ class Settings:
     dsn: str = DEFAULT_DSN
     database: str = DEFAULT_DATABASE
     policy: Path | None = None
-    processing_guarantee: str = "at_least_once"
+    processing_guarantee: str = "exactly_once"  # crash-exact evidence: docs/streaming.md
     topic_events: str = "shadow.events"
     topic_repartition: str = "shadow.events.repartition"
     topic_pairs: str = "shadow.pairs"
