@@ -72,6 +72,10 @@ def fast_policy(tmp_path: Path) -> Path:
     text = resources.files("shadowlens.judge").joinpath("default_policy.toml").read_text()
     text = text.replace("heartbeat_ms = 10000", "heartbeat_ms = 1000")
     assert "heartbeat_ms = 1000\n" in text
+    # this traffic has no replica arm: let the ramp move on latency/errors alone (quality
+    # certification has its own tests), so the test still sees promotions before the regression
+    text = text.replace("require_reference = true", "require_reference = false")
+    assert "require_reference = false" in text
     path = tmp_path / "policy.toml"
     path.write_text(text)
     return path
