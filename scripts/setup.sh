@@ -11,7 +11,7 @@
 #   PYTHON             interpreter used to create .venv when it is missing (>= 3.11)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"  # physical: a symlinked checkout still installs the real one
+ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"  # the real repo, also when reached through a symlink
 cd "$ROOT"
 
 log() { printf 'setup.sh: %s\n' "$*" >&2; }

@@ -11,7 +11,7 @@
 #   plus everything scripts/kafka.sh reads (KAFKA_VERSION, SHADOWLENS_CACHE, KAFKA_PORT, ...)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"  # physical: a symlinked checkout still installs the real one
+ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"  # the real repo, also when reached through a symlink
 cd "$ROOT"
 
 log() { printf 'test.sh: %s\n' "$*" >&2; }
