@@ -15,7 +15,8 @@ A stage passing on the traffic it saw is not enough:
   whether or not its traffic stops.
 * Quality without a reference (`shadowlens.judge.classify.classify_quality`) is not
   certified: with `quality.require_reference` it holds promotion, and every decision says
-  so either way.
+  so either way, unless the preference judge passes the candidate
+  (`shadowlens.judge.preference.certifies_quality`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass, replace
 
 from shadowlens.judge.classify import is_uncertified
 from shadowlens.judge.policy import Policy
+from shadowlens.judge.preference import certifies_quality
 from shadowlens.judge.verdicts import Blocker, Evidence, Metric, Verdict
 
 ALL_SEGMENTS = "*"
@@ -111,7 +113,7 @@ def holds(evidence: Sequence[Evidence], failed: Sequence[Blocker], policy: Polic
         for e in evidence
         if e.segment != ALL_SEGMENTS and e.verdict == Verdict.INCONCLUSIVE and _leans_bad(e)
     ]
-    if policy.quality.require_reference:
+    if policy.quality.require_reference and not certifies_quality(evidence):
         out += [
             f"quality [{e.segment}] not certified (no reference)"
             for e in evidence
@@ -135,7 +137,11 @@ def notes(evidence: Sequence[Evidence], segments: Segments, policy: Policy) -> s
     out = []
     need = policy.judge.min_pairs
     if any(is_uncertified(e, need) for e in evidence if e.segment == ALL_SEGMENTS):
-        out.append("quality not certified: no replica arm and no [quality.reference] for the task")
+        out.append(
+            "quality certified by the preference judge (similarity is its guard)"
+            if certifies_quality(evidence)
+            else "quality not certified: no replica arm and no [quality.reference] for the task"
+        )
     merged = segments.note(policy.judge.max_segments)
     if merged:
         out.append(merged)

@@ -91,11 +91,6 @@ def test_regressions_roll_back_on_preference_with_segments_and_examples(
     assert all(s.prompt and s.primary_body and s.candidate_body for s in examples)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known regression at this commit: issue 12's require_reference holds promotion of "
-    "a preference-certified candidate; the fix was still uncommitted at the stop (issue 13)",
-)
 def test_parity_is_promoted_to_full_traffic_without_a_quality_rollback(
     recorded: RecordedJudgments,
 ) -> None:
