@@ -24,7 +24,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from shadowlens.gateway.keys import generate
-from shadowlens.judge.policy import load_policy
+from shadowlens.judge.policy import Policy, load_policy
 from shadowlens.pipeline.windows import window_start
 from shadowlens.replay.publish import publish
 from shadowlens.schemas.events import Arm, Event
@@ -273,10 +273,11 @@ def expected_outcomes(events: Sequence[Event]) -> dict[str, str]:
     }
 
 
-def event_times(events: Sequence[Event]) -> list[int]:
+def event_times(events: Sequence[Event], policy: Policy | None = None) -> list[int]:
     """The event time of every pair and orphan the events make (`comparators.pairs`): a
-    pair's completion on the primary's clock, an orphan's pairing deadline."""
-    max_call_ms = load_policy().pairing.max_call_ms
+    pair's completion on the primary's clock, an orphan's pairing deadline (under `policy`,
+    the shipped one by default)."""
+    max_call_ms = (policy or load_policy()).pairing.max_call_ms
     requests: dict[str, dict[str, Event]] = {}
     for e in events:
         requests.setdefault(e.request_id, {}).setdefault(str(e.arm), e)
@@ -296,10 +297,11 @@ def event_times(events: Sequence[Event]) -> list[int]:
     return out
 
 
-def last_window_end(events: Sequence[Event]) -> int:
+def last_window_end(events: Sequence[Event], policy: Policy | None = None) -> int:
     """`decided_at_ms` of the decision on the last window (see `final_decision_seen`)."""
-    size_ms = load_policy().windows.size_ms
-    return window_start(max(event_times(events)), size_ms) + size_ms
+    policy = policy or load_policy()
+    size_ms = policy.windows.size_ms
+    return window_start(max(event_times(events, policy)), size_ms) + size_ms
 
 
 def store_counts(dsn: str, expected: dict[str, str]) -> dict[str, int]:
