@@ -216,7 +216,8 @@ def test_long_calls_skewed_clocks_and_a_future_event_on_the_broker(
     assert b["windows"] == a["windows"], "the future events closed no window early"
     assert b["decisions"] == a["decisions"]
 
-    replayed = run_replay([(p, "") for p in clean], load_policy(), None)
+    # the same policy as the workers ran (no replica arm here: require_reference off)
+    replayed = run_replay([(p, "") for p in clean], load_policy(fast_policy(tmp_path)), None)
     memory = replayed.memory
     assert sorted(
         (
