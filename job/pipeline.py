@@ -18,6 +18,7 @@ from shadowlens.job.sinks import Sink
 from shadowlens.judge.classifiers import CLASSIFIERS, Classifiers
 from shadowlens.judge.decide import ExperimentState
 from shadowlens.judge.policy import Policy
+from shadowlens.pipeline.cardinality import Cardinality
 from shadowlens.pipeline.pairing import Matched, Pairer
 from shadowlens.pipeline.progress import Admitted, Progress
 from shadowlens.pipeline.windows import ClosedWindow, TumblingWindows
@@ -50,6 +51,7 @@ class Pipeline:
         # events are checked against the stream's own progress only
         self.progress: Progress[Source] = Progress(config)
         self.windows = TumblingWindows(policy.windows.size_ms, policy.windows.grace_ms)
+        self.cardinality = Cardinality(policy.limits.max_experiments, policy.limits.max_segments)
         self.counts: Counter[str] = Counter()
         self.scorer = Scorer(policy, self.counts)
         self.judging = Judging(policy, sink, classifiers=classifiers)
@@ -113,8 +115,12 @@ class Pipeline:
         scores, self._scored = self._scored, []
         if self.enrich is not None:
             scores = self.enrich(scores)
-        for score in scores:
+        placed, overflowed = self.cardinality.place(scores)
+        for score in placed:
             self.windows.add(score, self.watermark_ms)
+        for (kind, _), n in overflowed.items():
+            self.counts[f"overflow.{kind}"] += n
+        for score in scores:
             self.counts[f"pairs.{score.outcome}"] += 1
         self.counts.update(tally(scores))
         self.sink.pairs(scores)

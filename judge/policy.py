@@ -180,6 +180,19 @@ class JudgePolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsPolicy:
+    """Names are client-chosen: at most this many are windowed and judged
+    (`shadowlens.pipeline.cardinality`); overflow is counted and reported."""
+
+    max_experiments: int = 64  # per worker; pairs of later experiments are stored, not judged
+    max_segments: int = 64  # per experiment; later segments are windowed as "(other)"
+
+    def __post_init__(self) -> None:
+        if min(self.max_experiments, self.max_segments) < 1:
+            raise ValueError("max_experiments and max_segments must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     latency: LatencyPolicy = field(default_factory=LatencyPolicy)
     errors: ErrorPolicy = field(default_factory=ErrorPolicy)
@@ -192,6 +205,7 @@ class Policy:
     ramp: RampPolicy = field(default_factory=RampPolicy)
     judge: JudgePolicy = field(default_factory=JudgePolicy)
     semantic: SemanticPolicy = field(default_factory=SemanticPolicy)
+    limits: LimitsPolicy = field(default_factory=LimitsPolicy)
     prices: dict[str, Price] = field(default_factory=dict)
 
 
@@ -239,6 +253,11 @@ def parse_policy(doc: dict[str, Any]) -> Policy:
     stages = policy.ramp.stages_percent
     if not stages or stages[0] != 0 or list(stages) != sorted(set(stages)) or stages[-1] > 100:
         raise PolicyError(f"ramp.stages_percent must rise strictly from 0 to <= 100: {stages}")
+    if policy.judge.max_segments > policy.limits.max_segments:
+        raise PolicyError(
+            f"judge.max_segments ({policy.judge.max_segments}) exceeds limits.max_segments "
+            f"({policy.limits.max_segments}): the judge cannot split over segments it never sees"
+        )
     return policy
 
 

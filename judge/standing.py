@@ -28,9 +28,9 @@ from shadowlens.judge.classify import is_uncertified
 from shadowlens.judge.policy import Policy
 from shadowlens.judge.preference import certifies_quality
 from shadowlens.judge.verdicts import Blocker, Evidence, Metric, Verdict
+from shadowlens.pipeline.cardinality import OTHER_SEGMENT as OTHER  # windows merge there too
 
 ALL_SEGMENTS = "*"
-OTHER = "(other)"
 REMEMBERED = 64  # merged segment names kept for the decision's reason (and for the count)
 
 

@@ -147,7 +147,10 @@ class Pairer:
 
     def _close(self, key: str) -> list[Orphan]:
         pending = self.state[key]
-        self.open_requests[pending.experiment] -= 1
+        experiment = pending.experiment
+        self.open_requests[experiment] -= 1
+        if not self.open_requests[experiment]:  # names are client-chosen: keep only live ones
+            del self.open_requests[experiment]
         self.state[key] = pending.close()
         return _orphans_of(pending, pending.start_time_ms + self.config.max_call_ms)
 

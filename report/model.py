@@ -24,6 +24,7 @@ from shadowlens.report.rows import (
     DecisionRow,
     EvidenceRow,
     LatencyCdf,
+    LimitsRow,
     Overview,
     QualityHistogram,
     SegmentRow,
@@ -55,6 +56,7 @@ class ReportData:
     clock_skew: tuple[SkewRow, ...] = field(default=())
     preference: tuple[PreferenceRow, ...] = field(default=())  # the judge's win rates
     lost: tuple[LostComparison, ...] = field(default=())  # comparisons the candidate lost
+    limits: LimitsRow = field(default_factory=LimitsRow)  # what policy.limits kept out
 
 
 def _float(v: Any) -> float | None:
@@ -119,7 +121,12 @@ def load(
         clock_skew=tuple(_skew(r) for r in rows["clock_skew"]),
         preference=tuple(preference_rows(JudgedPair(**r) for r in rows["preference_pairs"])),
         lost=tuple(LostComparison(**r) for r in rows["preference_lost"]),
+        limits=_limits(rows["limits"][0]),
     )
+
+
+def _limits(r: dict[str, Any]) -> LimitsRow:
+    return LimitsRow(int(r["pairs"]), int(r["segments"]), int(r["windowed_segments"]))
 
 
 def _overview(rows: list[dict[str, Any]]) -> Overview:

@@ -125,6 +125,20 @@ QUERIES: dict[str, str] = {
         WHERE experiment = {experiment:String} AND start_skew_ms IS NOT NULL
         GROUP BY comparison, candidate_provider
         ORDER BY comparison, provider""",
+    # policy.limits: pairs of segments no closed window holds (judged as "(other)"), and
+    # whether the experiment has any window at all (none: beyond max_experiments, or no
+    # window closed yet)
+    "limits": """
+        WITH (SELECT groupUniqArray(segment) FROM windows FINAL
+              WHERE experiment = {experiment:String}) AS windowed,
+             (SELECT max(window_end) FROM windows FINAL
+              WHERE experiment = {experiment:String}) AS closed_until
+        SELECT countIf(NOT has(windowed, segment) AND event_time < closed_until) AS pairs,
+               uniqExactIf(segment, NOT has(windowed, segment) AND event_time < closed_until)
+                   AS segments,
+               length(windowed) AS windowed_segments
+        FROM pairs FINAL
+        WHERE experiment = {experiment:String} AND comparison = 'candidate'""",
     # the preference judge: every eligible pair (judged or why not), and the comparisons
     # the candidate lost worst, both answers side by side
     "preference_pairs": """

@@ -101,6 +101,15 @@ class LatencyCdf:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsRow:
+    """What `policy.limits` kept out of the experiment's windows (`pipeline.cardinality`)."""
+
+    other_pairs: int = 0  # pairs of segments beyond limits.max_segments, judged as "(other)"
+    other_segments: int = 0  # how many such segments
+    windowed_segments: int = 1  # segments with a closed window; 0: nothing judged yet
+
+
+@dataclass(frozen=True, slots=True)
 class QualityHistogram:
     edges: tuple[float, ...]
     counts: dict[str, tuple[int, ...]]  # comparison -> count per bin

@@ -280,6 +280,15 @@ def data_quality(d: ReportData) -> str:
         ["split-mode singles", fmt_int(o.split)],
         ["replica pairs", fmt_int(o.replica_pairs)],
     ]
+    lim = d.limits
+    if lim.other_pairs:
+        rows.append(
+            [
+                f"segments beyond limits.max_segments = {d.policy.limits.max_segments}, "
+                "judged as (other)",
+                f"{fmt_int(lim.other_pairs)} pairs in {fmt_int(lim.other_segments)} segments",
+            ]
+        )
     letters = [[e(reason), fmt_int(n)] for reason, n in d.dead_letters] or [["none", "0"]]
     return (
         '<section id="data-quality"><h2>Input and pairing</h2><div class="charts"><div>'
@@ -289,8 +298,21 @@ def data_quality(d: ReportData) -> str:
             ["dead letters by reason (all experiments)", "count"], letters, table_id="dead-letters"
         )
         + "</div></div>"
+        + _unjudged(d)
         + clock_skew(d)
         + "</section>"
+    )
+
+
+def _unjudged(d: ReportData) -> str:
+    if d.limits.windowed_segments:
+        return ""
+    return (
+        '<p class="note" id="unjudged">No window of this experiment has been judged: its '
+        "pairs are stored, but either no window has closed yet, or the worker already judged "
+        f"<code>limits.max_experiments</code> = {d.policy.limits.max_experiments} other "
+        "experiments (<code>shadowlens_limit_overflow_total{kind=&quot;experiment&quot;}</code>"
+        "). Without decisions, routers fall back to the primary when their lease lapses.</p>"
     )
 
 

@@ -100,7 +100,12 @@ def new_app(settings: Settings, topology: Topology) -> ShadowApp:
 def build_app(settings: Settings, policy: Policy, topology: Topology) -> Worker:
     s = settings
     app = new_app(settings, topology)
-    metrics = Metrics() if s.metrics_port is not None else None
+    limits = policy.limits
+    metrics = (
+        Metrics(max_experiments=limits.max_experiments, max_segments=limits.max_segments)
+        if s.metrics_port is not None
+        else None
+    )
     pairing = PairingStage(
         app, s, policy, topology.events_partitions, topology.pairs_partitions, metrics
     )

@@ -4,7 +4,9 @@ Input: ``shadow.pairs`` (keyed by experiment), which carries scored pairs and th
 watermarks every pairing task publishes. Per pairs partition (a task):
 
 * pairs go into event-time tumbling windows (`shadowlens.pipeline.windows.TumblingWindows`, state in
-  a changelogged table) and to ClickHouse;
+  a changelogged table) and to ClickHouse; windows and the judge take the experiments and
+  segments within ``policy.limits`` (`shadowlens.pipeline.cardinality`: the admitted names
+  are part of the task's state, the overflow is counted);
 * the task's watermark is the *minimum* over the pairing tasks' latest watermarks, known
   only once every one of them has reported; windows close on it, never on the wall clock;
 * closed windows are judged (`judge.decide.decide`, through `job.judging.Judging`
@@ -45,6 +47,7 @@ from shadowlens.judge.decide import ExperimentState
 from shadowlens.judge.lifecycle import CommandRefused
 from shadowlens.judge.policy import Policy
 from shadowlens.judge.verdicts import Decision
+from shadowlens.pipeline.cardinality import Cardinality, Overflow, Overflowed
 from shadowlens.pipeline.windows import ClosedWindow, TumblingWindows, WindowKey, WindowState
 from shadowlens.schemas.events import DeadLetter
 from shadowlens.streams import control
@@ -141,6 +144,12 @@ class JudgingTask:
             policy.windows.size_ms, policy.windows.grace_ms, state=self.windows_state
         )
         self.windows.closed_before_ms = int(self.meta.get("closed_before", 0))
+        admitted = self.meta.get("cardinality") or {}
+        self.cardinality = Cardinality(
+            policy.limits.max_experiments,
+            policy.limits.max_segments,
+            {experiment: tuple(segments) for experiment, segments in admitted.items()},
+        )
         self.judging = Judging(policy, stage.outputs, self.experiments)
         self.upstream: dict[int, int] = {
             int(k.split("/", 1)[1]): int(v) for k, v in self.meta.items() if k.startswith("wm/")
@@ -181,6 +190,9 @@ class JudgingTask:
         return closed
 
     def changelog(self) -> list[Record]:
+        if self.cardinality.changed:  # rare: only when a name is admitted
+            self.meta["cardinality"] = dict(self.cardinality.state)
+            self.cardinality.changed = False
         return changelog(self.windows_state) + changelog(self.experiments) + changelog(self.meta)
 
 
@@ -323,14 +335,32 @@ class JudgingStage:
                 batch_scores = decode_pairs(msg.value)
                 self.counts["pairs"] += len(batch_scores)
                 placement = task.placement_ms()
-                for score in batch_scores:
+                placed, overflowed = task.cardinality.place(batch_scores)
+                for score in placed:
                     task.windows.add(score, placement)
+                self._count_overflow(overflowed)
                 scores += batch_scores
             else:
                 self.counts["unknown_records"] += 1
         self.outputs.pairs(scores)
         await self._send_decisions()
         await produce(self.app, task.changelog())
+
+    def _count_overflow(self, overflowed: Overflowed) -> None:
+        """Pairs beyond `policy.limits`: counted here, in metrics and (from the pairs and
+        windows tables) in the report."""
+        for (kind, experiment), n in overflowed.items():
+            if not self.counts[f"overflow.{kind}"]:
+                log.warning(
+                    "policy.limits.max_%ss reached%s: later ones are counted "
+                    "(shadowlens_limit_overflow_total) and %s",
+                    kind,
+                    f" in experiment {experiment!r}" if experiment else "",
+                    "stored, not judged" if kind == Overflow.EXPERIMENT else "judged as (other)",
+                )
+            self.counts[f"overflow.{kind}"] += n
+            if self.metrics is not None:
+                self.metrics.observe_overflow(str(kind), experiment, n)
 
     def _close(
         self, task: JudgingTask, closed: list[ClosedWindow], scores: list[PairScore]

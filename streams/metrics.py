@@ -288,6 +288,13 @@ class Metrics:
         "pairing.max_pending open requests in a pairing task (memory bound).",
         BY_EXPERIMENT,
     )
+    limit_overflow = Family(
+        Counter,
+        "shadowlens_limit_overflow_total",
+        "Pairs beyond policy.limits: kind=experiment, stored but not judged (experiment "
+        'label empty: such names are not kept); kind=segment, judged as "(other)".',
+        ("experiment", "kind"),
+    )
     store_healthy = Family(
         Gauge,
         "shadowlens_store_healthy",
@@ -468,6 +475,11 @@ class Metrics:
     def observe_shed(self, experiment: str, requests: int) -> None:
         """The pairing table closed `requests` open requests of `experiment` early."""
         self.pairs_shed.labels(self._experiment("", experiment)).inc(requests)
+
+    def observe_overflow(self, kind: str, experiment: str, pairs: int) -> None:
+        """`pairs` pairs went beyond `policy.limits` (`shadowlens.pipeline.cardinality`)."""
+        label = self._experiment("", experiment) if experiment else ""
+        self.limit_overflow.labels(label, kind).inc(pairs)
 
     def watch_store(self, store: StoreState) -> None:
         """Report `store`'s health at scrape time (the writer bumps `store_retries`)."""
