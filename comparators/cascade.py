@@ -14,8 +14,9 @@ Cheapest first, per pair:
 
 Over budget, a uniform sample is scored. Every eligible pair of the batch is drawn with
 the same probability ``p = allowance / pairs needing the model`` (floored at
-``min_sample_fraction``), before its content is looked at -- exact matches too; the shortcut
-only saves the model call. So:
+``min_sample_fraction``), by a salted hash of its request id (`comparators.sampling`), before
+its content is looked at -- exact matches too; the shortcut only saves the model call. A
+replay, a restart or another worker scoring the same pairs draws the same ones. So:
 
 * a measured pair carries ``weight = 1 / p``; an unmeasured one ``weight = 0`` and no
   semantic score (``Route.UNSAMPLED``). Weighted window means of quality
@@ -25,7 +26,7 @@ only saves the model call. So:
   the measured pairs (never inflated by the weights).
 
 The weight only concerns the costly scores: latency, errors and cost ignore it. Pure: the
-encoder and the random generator are passed in; no clock, no I/O.
+encoder is passed in; no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
-import numpy as np
 from shadowlens.comparators.pairs import PairScore
+from shadowlens.comparators.sampling import drawn
 from shadowlens.comparators.semantic import Encoder, semantic_similarity
 from shadowlens.schemas.events import Task
 
@@ -128,11 +129,11 @@ class Plan:
         ]
 
 
+SALT = b"semantic"
+
+
 def plan_batch(
-    scores: Sequence[PairScore],
-    budget: Budget,
-    policy: SemanticPolicy,
-    rng: np.random.Generator,
+    scores: Sequence[PairScore], budget: Budget, policy: SemanticPolicy
 ) -> tuple[Plan, Budget]:
     """Route one batch and charge the budget for the pairs sent to the model."""
     if not scores:
@@ -141,16 +142,15 @@ def plan_batch(
     ok = [eligible(s) for s in scores]
     needed = sum(e and not s.exact_match for e, s in zip(ok, scores, strict=True))
     p = sample_fraction(needed, budget.allowance, policy)
-    drawn = rng.random(len(scores)) < p if p < 1.0 else np.ones(len(scores), dtype=bool)
     routes = tuple(
         Route.SKIP
         if not e
         else Route.UNSAMPLED
-        if not d
+        if not drawn(s.request_id, p, SALT)
         else Route.EXACT
         if s.exact_match
         else Route.EMBED
-        for s, e, d in zip(scores, ok, drawn, strict=True)
+        for s, e in zip(scores, ok, strict=True)
     )
     spent = sum(r == Route.EMBED for r in routes)
     return Plan(tuple(scores), routes, p), Budget(budget.allowance - spent, budget.clock_ms)
@@ -194,20 +194,19 @@ def sampled_fraction(counts: Counter[str]) -> float | None:
 
 
 class SemanticCascade:
-    """The cascade with its budget and random state; callable as `Pipeline`'s enrich hook.
+    """The cascade with its budget; callable as `Pipeline`'s enrich hook.
 
     `plan` and `apply_plan` are split so that a caller on an event loop can run the
     encoder (the `texts` of the plan) in an executor between them.
     """
 
-    def __init__(self, encoder: Encoder, policy: SemanticPolicy, seed: int = 0) -> None:
+    def __init__(self, encoder: Encoder, policy: SemanticPolicy) -> None:
         self.encoder = encoder
         self.policy = policy
         self.budget = Budget.full(policy)
-        self.rng = np.random.default_rng(seed)
 
     def plan(self, scores: Sequence[PairScore]) -> Plan:
-        plan, self.budget = plan_batch(scores, self.budget, self.policy, self.rng)
+        plan, self.budget = plan_batch(scores, self.budget, self.policy)
         return plan
 
     def __call__(self, scores: list[PairScore]) -> list[PairScore]:

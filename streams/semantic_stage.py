@@ -26,7 +26,7 @@ BACKENDS = ("off", "torch", "onnx")
 CACHE_ENTRIES = 10_000  # embeddings kept (1.5 KiB each): repeated outputs skip the model
 
 
-def make_cascade(backend: str, policy: Policy, seed: int = 0) -> SemanticCascade | None:
+def make_cascade(backend: str, policy: Policy) -> SemanticCascade | None:
     """The cascade over a cached encoder of `backend`, or None for ``off``.
 
     Raises ValueError for an unknown backend and `SemanticBackendUnavailable` (with the
@@ -37,7 +37,7 @@ def make_cascade(backend: str, policy: Policy, seed: int = 0) -> SemanticCascade
     if name == "off":
         return None
     encoder = make_encoder(name, cache_entries=CACHE_ENTRIES)
-    return SemanticCascade(encoder, policy.semantic, seed)
+    return SemanticCascade(encoder, policy.semantic)
 
 
 class SemanticStage:

@@ -76,7 +76,7 @@ def test_routes_of_the_cascade_on_real_pairs():
 
 def test_plan_routes_and_charges_only_model_calls():
     scores = [*real_pairs(3), text_pair("same", "Yes.", "yes.")]
-    plan, budget = plan_batch(scores, Budget(10.0), UNLIMITED, np.random.default_rng(0))
+    plan, budget = plan_batch(scores, Budget(10.0), UNLIMITED)
     assert plan.routes == (Route.EMBED, Route.EMBED, Route.EMBED, Route.EXACT)
     assert plan.fraction == 1.0 and len(plan.texts) == 3
     assert budget.allowance == 7.0, "the exact-match shortcut costs nothing"
@@ -111,7 +111,7 @@ def test_over_budget_a_uniform_sample_carries_inverse_probability_weights():
     scores = [replace(base[i % 50], request_id=f"r{i}") for i in range(1000)] + exact
     policy = SemanticPolicy(max_pairs_per_s=1, burst_pairs=250, min_sample_fraction=0.01)
     enc = CountingEncoder()
-    cascade = SemanticCascade(enc, policy, seed=7)
+    cascade = SemanticCascade(enc, policy)
     out = cascade(scores)
     routes = Counter(
         "unsampled" if o.weight == 0 else "exact" if o.request_id.startswith("e") else "embed"
@@ -159,7 +159,7 @@ def simulate(policy: SemanticPolicy, seed: int) -> tuple[list[Aggregate], float]
     Returns one window aggregate per batch and the mean quality of all eligible pairs."""
     rng = np.random.default_rng(seed)
     template = real_pairs(1)[0]
-    cascade = SemanticCascade(CountingEncoder(), policy, seed=seed)
+    cascade = SemanticCascade(CountingEncoder(), policy)
     windows, truth = [], []
     for b in range(60):
         heavy = b % 3 == 0
@@ -197,7 +197,7 @@ def test_judge_bound_reads_the_measured_sample_with_its_true_n():
     policy = SemanticPolicy(max_pairs_per_s=100, burst_pairs=100, min_sample_fraction=0.05)
     rng = np.random.default_rng(11)
     template = real_pairs(1)[0]
-    cascade = SemanticCascade(CountingEncoder(), policy, seed=11)
+    cascade = SemanticCascade(CountingEncoder(), policy)
     ev = SegmentEvidence()
     for b in range(20):  # stationary quality, Beta(8, 2): mean 0.8
         batch = [
@@ -227,3 +227,22 @@ def test_policy_semantic_table_is_parsed_and_checked():
         parse_policy({"semantic": {"max_pairs_per_second": 5}})
     with pytest.raises(ValueError, match="min_sample_fraction"):
         parse_policy({"semantic": {"min_sample_fraction": 0}})
+
+
+def test_the_sample_is_keyed_by_request_id_not_by_arrival_order():
+    """A restart, a replay or another worker scoring the same pairs in another order
+    measures the same ones: the draw hashes the request id."""
+    policy = SemanticPolicy(max_pairs_per_s=1, burst_pairs=100, min_sample_fraction=0.01)
+    base = real_pairs(50)
+    scores = [replace(base[i % 50], request_id=f"r{i}", exact_match=False) for i in range(1000)]
+
+    def measured(batch: list) -> set[str]:
+        plan, _ = plan_batch(batch, Budget(100.0), policy)
+        assert plan.fraction == pytest.approx(0.1)
+        return {
+            s.request_id for s, r in zip(plan.scores, plan.routes, strict=True) if r != "unsampled"
+        }
+
+    first = measured(scores)
+    assert len(first) == pytest.approx(100, abs=4 * math.sqrt(100))
+    assert measured(list(reversed(scores))) == first
