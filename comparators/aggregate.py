@@ -218,7 +218,7 @@ class Aggregate:
     label_flips: int = 0
     language_changes: int = 0  # pairs whose candidate answered in another language
     preference_judged: int = 0  # pairs with the judge's verdict
-    preference_unjudged: int = 0  # eligible pairs without one (budget, unknown, error, ...)
+    preference_unjudged: int = 0  # eligible pairs without one (budget, unknown, error, late, ...)
     judge_cost_usd: float = 0.0
     quality: Moments = field(default_factory=Moments)
     preference: Moments = field(default_factory=Moments)  # the candidate's win, weighted 1 / p
@@ -375,15 +375,31 @@ class Aggregate:
         if s.preference is None:
             self.preference_unjudged += s.preference_skip is not None
             return
+        self._add_verdict(s, s.preference, key)
+
+    def add_judgment(self, score: PairScore) -> None:
+        """A judgment that came after its pair (the worker's judge runs off the pairing
+        path): the pair was added without one, counted unjudged (``Skip.LATE``), so a
+        verdict moves it from unjudged to judged and adds only what the verdict adds; a
+        failed call changes nothing. Added to the window that counted the pair, or to a
+        later one, the merged totals equal those of the pair added judged. A window that
+        takes a late verdict may count fewer unjudged pairs than it holds (below zero):
+        its pair is counted in an earlier window."""
+        if score.preference is None:
+            return
+        self.preference_unjudged -= 1
+        self._add_verdict(score, score.preference, order_key(score.request_id))
+
+    def _add_verdict(self, s: PairScore, win: float, key: int) -> None:
         self.preference_judged += 1
         self.judge_cost_usd += s.judge_cost_usd or 0.0
-        self.preference.add(s.preference, s.preference_weight)
-        self.preference_seq.append(s.preference)
+        self.preference.add(win, s.preference_weight)
+        self.preference_seq.append(win)
         self.preference_keys.append(key)
         if s.length_ratio is not None:
-            self.preference_by_length.add(s.length_ratio, s.preference)
-        if s.preference < 0.5:
-            _keep_top(self.lost_preference, (1.0 - s.preference, s.request_id))
+            self.preference_by_length.add(s.length_ratio, win)
+        if win < 0.5:
+            _keep_top(self.lost_preference, (1.0 - win, s.request_id))
 
     def _example(self, kind: str, request_id: str) -> None:
         self.signal_ids[kind] = _lowest([*self.signal_ids.get(kind, ()), request_id])

@@ -178,20 +178,25 @@ def apply_judgments(plan: JudgePlan, outcomes: Sequence[JudgeOutcome]) -> list[P
         elif route == Route.UNSAMPLED:
             score = replace(score, preference_skip=str(Skip.BUDGET))
         elif route == Route.JUDGE:
-            outcome = next(results)
-            if isinstance(outcome, Judged):
-                score = replace(
-                    score,
-                    preference=outcome.win,
-                    preference_weight=weight,
-                    judge_cost_usd=outcome.cost_usd,
-                )
-            else:
-                score = replace(score, preference_skip=str(outcome))
+            score = with_outcome(score, next(results), plan.fraction)
         out.append(score)
     if next(results, None) is not None:
         raise ValueError("more judge outcomes than pairs routed to the judge")
     return out
+
+
+def with_outcome(score: PairScore, outcome: JudgeOutcome, fraction: float) -> PairScore:
+    """A pair routed to the judge in a sample of share `fraction`, with the judge's outcome:
+    a verdict weighs 1 / `fraction`, anything else is the reason there is none."""
+    if not isinstance(outcome, Judged):
+        return replace(score, preference_skip=str(outcome))
+    return replace(
+        score,
+        preference=outcome.win,
+        preference_weight=1.0 / fraction,
+        preference_skip=None,
+        judge_cost_usd=outcome.cost_usd,
+    )
 
 
 def tally(scores: Sequence[PairScore]) -> Counter[str]:

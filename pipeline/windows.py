@@ -3,7 +3,8 @@
 Windows close on our own event-time watermark, never on the wall clock (Faust's windowed
 tables expire on the wall clock and do not hand the aggregate to `on_window_close`).
 A pair that arrives for a window already closed is not dropped: it goes into the open
-window that holds the watermark and is counted in `late_pairs`.
+window that holds the watermark and is counted in `late_pairs`. A judgment that comes
+after its pair (`add_judgment`) goes the same way.
 """
 
 from __future__ import annotations
@@ -56,15 +57,29 @@ class TumblingWindows:
         self.closed_before_ms = 0  # windows starting before this have been emitted
 
     def add(self, score: PairScore, watermark_ms: int) -> None:
-        start = window_start(score.event_time_ms, self.size_ms)
-        late = start < self.closed_before_ms
-        if late:
-            start = max(window_start(watermark_ms, self.size_ms), self.closed_before_ms)
-        key = WindowKey(score.experiment, score.segment, score.comparison, start)
+        key, late = self._place(score, watermark_ms)
         window = self.state.get(key) or WindowState()
         window.aggregate.add(score)
         window.late_pairs += late
         self.state[key] = window  # reassign: a Table persists on set
+
+    def add_judgment(self, score: PairScore, watermark_ms: int) -> bool:
+        """A pair's judgment that came after the pair (`Aggregate.add_judgment`), into the
+        window of its event time, or the open one when that closed; True when late. Not a
+        pair: `late_pairs` does not count it."""
+        key, late = self._place(score, watermark_ms)
+        window = self.state.get(key) or WindowState()
+        window.aggregate.add_judgment(score)
+        self.state[key] = window
+        return late
+
+    def _place(self, score: PairScore, watermark_ms: int) -> tuple[WindowKey, bool]:
+        """The window a score goes to, and whether its own window has closed."""
+        start = window_start(score.event_time_ms, self.size_ms)
+        late = start < self.closed_before_ms
+        if late:
+            start = max(window_start(watermark_ms, self.size_ms), self.closed_before_ms)
+        return WindowKey(score.experiment, score.segment, score.comparison, start), late
 
     def advance(self, watermark_ms: int) -> list[ClosedWindow]:
         """Close every window whose end plus grace the watermark has passed, oldest first."""
