@@ -47,6 +47,7 @@ class QualityReference:
     replica: GaussianMixtureCS | None = None
     value: float | None = None  # the policy's reference (POLICY)
     drift_from: float | None = None  # the candidate's first pairs: a drift signal only
+    replica_pairs: int = 0  # NONE: replica pairs so far, too few to be the reference yet
 
     @property
     def mean(self) -> float | None:
@@ -70,6 +71,15 @@ class QualityReference:
         if self.source == ReferenceSource.POLICY:
             return f"policy reference {self.mean:.3f}"
         return f"replica {self.mean:.3f} in [{lo:.3f}, {hi:.3f}]"
+
+
+def _no_reference(reference: QualityReference, need: int) -> str:
+    replica = (
+        f"the replica arm has {reference.replica_pairs} pairs of {need} needed"
+        if reference.replica_pairs
+        else "no replica arm"
+    )
+    return f"{replica}, no [quality.reference] for the task"
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,8 +398,8 @@ def classify_quality(
         return Evidence(
             Metric.QUALITY, segment, Verdict.NODATA, ev.quality.mean, None, keep, n,
             pol.critical, c_lo,
-            reason=f"not certified: no reference (no replica arm, no [quality.reference] for "
-            f"the task); {compared}" + notes,
+            reason=f"not certified: no reference ({_no_reference(reference, need)}); "
+            f"{compared}" + notes,
         )  # fmt: skip
     mean = stage.mean if fail else ev.quality.mean
     return Evidence(

@@ -159,7 +159,10 @@ def _reference(
     if refs and all(ref is not None for ref, _ in refs):
         value = sum(ref * n for ref, n in refs if ref is not None) / sum(n for _, n in refs)
         return QualityReference(ReferenceSource.POLICY, value=value, drift_from=drift)
-    return QualityReference(ReferenceSource.NONE, drift_from=drift)
+    seen = max(
+        (int(replicas[k].quality.n) for k in (segment, ALL_SEGMENTS) if k in replicas), default=0
+    )
+    return QualityReference(ReferenceSource.NONE, drift_from=drift, replica_pairs=seen)
 
 
 def _case(

@@ -140,7 +140,8 @@ def notes(evidence: Sequence[Evidence], segments: Segments, policy: Policy) -> s
         out.append(
             "quality certified by the preference judge (similarity is its guard)"
             if certifies_quality(evidence)
-            else "quality not certified: no replica arm and no [quality.reference] for the task"
+            else "quality not certified: no reference yet (no replica arm with enough pairs, "
+            "no [quality.reference] for the task)"
         )
     merged = segments.note(policy.judge.max_segments)
     if merged:

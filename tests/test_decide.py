@@ -160,6 +160,20 @@ def test_the_candidates_first_pairs_are_a_drift_signal_never_a_reference() -> No
     assert Metric.QUALITY not in {e.metric for e in decision.failing}
 
 
+def test_a_replica_with_too_few_pairs_is_named_not_called_missing() -> None:
+    """A replica arm samples some requests: until it has `judge.min_pairs` pairs, quality
+    has no reference, and the reason says how far the replica is, not that there is none."""
+    few = window(20, comparison="replica", seed=3)
+    weak = window(1_000, weak_share=1.0, seed=4)  # not certifiable against perfect agreement
+    decision, _ = decide("exp", [weak, few], ExperimentState(), POLICY, 60_000)
+    q = next(e for e in decision.evidence if e.metric == Metric.QUALITY and e.segment == "*")
+    assert q.verdict == Verdict.NODATA
+    assert f"the replica arm has 20 pairs of {POLICY.judge.min_pairs} needed" in q.reason
+    alone, _ = decide("exp", [weak], ExperimentState(), POLICY, 60_000)
+    q = next(e for e in alone.evidence if e.metric == Metric.QUALITY and e.segment == "*")
+    assert "no replica arm" in q.reason
+
+
 def test_low_pairing_rate_blocks_promotion_without_rollback() -> None:
     policy = Policy(errors=ErrorPolicy(max_absolute=0.5))
     state = ExperimentState(RampState(stage_started_ms=-(10**6)))
