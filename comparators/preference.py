@@ -64,7 +64,8 @@ class Skip(StrEnum):
     UNKNOWN = "unknown"  # the recorded judge holds no judgment of these two answers
     SELF_JUDGE = "self_judge"  # the judge model serves one of the compared arms
     ERROR = "error"  # the live judge failed after its retries, or its verdict was unreadable
-    LATE = "late"  # the worker stopped waiting before the judgment came back
+    LATE = "late"  # the worker sent the pair on before its judgment: that follows on its own
+    BUSY = "busy"  # the worker had its most judge calls in flight: this one was not made
 
 
 JudgeOutcome = Judged | Skip

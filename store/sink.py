@@ -28,6 +28,13 @@ class ClickHouseSink:
         if len(self._pairs) >= self.batch_size:
             self.flush()
 
+    def judgments(self, scores: Sequence[PairScore]) -> None:
+        """Pairs again, now with their preference judgment: after the rows they replace
+        and in an insert of their own, so the pairs table keeps them (a ReplacingMergeTree
+        keeps the later insert's row when their `inserted_at` ties)."""
+        self.flush()
+        self._count("judgments", self.store.write_pairs(scores))
+
     def windows(self, windows: Sequence[ClosedWindow]) -> None:
         self.flush()
         self._count("windows", self.store.write_windows(windows))

@@ -69,7 +69,7 @@ Faust and aiokafka only through `shadowlens.streams.kafka_security`.
 | SHADOWLENS_JUDGE_API_BASE | (provider's) | endpoint of the litellm judge |
 | SHADOWLENS_JUDGE_API_KEY | (provider's) | its API key (secret); else the provider's variable |
 | SHADOWLENS_JUDGE_ALLOW_SELF | false | let the judge model be one of the compared models |
-| SHADOWLENS_JUDGE_WAIT_S | 5 | longest wait for a batch's judgments; later ones count as late |
+| SHADOWLENS_JUDGE_MAX_PENDING | 1000 | judge calls in flight; pairs drawn beyond go out unjudged |
 | SHADOWLENS_LOG_LEVEL | info | worker log level |
 """
 
@@ -155,7 +155,7 @@ class Settings:
     judge_api_base: str = ""
     judge_api_key: str = field(default="", repr=False)
     judge_allow_self: bool = False
-    judge_wait_s: float = 5.0
+    judge_max_pending: int = 1000
     log_level: str = "info"
 
     def __post_init__(self) -> None:

@@ -7,6 +7,9 @@ watermarks every pairing task publishes. Per pairs partition (a task):
   a changelogged table) and to ClickHouse; windows and the judge take the experiments and
   segments within ``policy.limits`` (`shadowlens.pipeline.cardinality`: the admitted names
   are part of the task's state, the overflow is counted);
+* a ``judgment`` record (a pair's preference judgment, which the pairing side sends after
+  the pair) adds only the judgment to the windows, and replaces the pair's row in
+  ClickHouse;
 * the task's watermark is the *minimum* over the pairing tasks' latest watermarks, known
   only once every one of them has reported; windows close on it, never on the wall clock;
 * closed windows are judged (`judge.decide.decide`, through `job.judging.Judging`
@@ -66,6 +69,7 @@ from shadowlens.streams.task_state import (
 )
 from shadowlens.streams.wire import (
     END_MS,
+    JUDGMENT,
     PAIRS,
     WATERMARK,
     Watermark,
@@ -97,13 +101,22 @@ class Outputs:
     """The `shadowlens.job.sinks.Sink` the judge writes to: ClickHouse, Prometheus metrics when
     enabled, and control messages collected to be produced by the task that made them."""
 
-    def __init__(self, writer: ClickHouseWriter, metrics: Sink | None = None) -> None:
+    def __init__(self, writer: ClickHouseWriter, metrics: MetricsSink | None = None) -> None:
+        self.writer = writer
+        self.metrics = metrics
         self.sinks: list[Sink] = [writer] if metrics is None else [writer, metrics]
         self.decided: list[Decision] = []
 
     def pairs(self, scores: Sequence[PairScore]) -> None:
         for sink in self.sinks:
             sink.pairs(scores)
+
+    def judgments(self, scores: Sequence[PairScore]) -> None:
+        """Pairs that went out before their judgment, with it: the judged row to
+        ClickHouse, the outcome to the metrics (the pair itself was counted already)."""
+        self.writer.judgments(scores)
+        if self.metrics is not None:
+            self.metrics.judgments(scores)
 
     def windows(self, windows: Sequence[ClosedWindow]) -> None:
         for sink in self.sinks:
@@ -340,11 +353,28 @@ class JudgingStage:
                     task.windows.add(score, placement)
                 self._count_overflow(overflowed)
                 scores += batch_scores
+            elif kind == JUDGMENT:
+                self.outputs.pairs(scores)  # the rows a judgment replaces go first
+                scores.clear()
+                self._judgments(task, decode_pairs(msg.value))
             else:
                 self.counts["unknown_records"] += 1
         self.outputs.pairs(scores)
         await self._send_decisions()
         await produce(self.app, task.changelog())
+
+    def _judgments(self, task: JudgingTask, judged: list[PairScore]) -> None:
+        """Pairs again with the judgment they went out without: only the judgment goes
+        into the windows, placed as their pairs were (the limits admitted or refused the
+        same names then: they only ever admit more), into the open window when their own
+        has closed (counted)."""
+        self.counts["judgments"] += len(judged)
+        placement = task.placement_ms()
+        placed, _ = task.cardinality.place(judged)  # the overflow was counted with the pair
+        self.counts["judgments_late"] += sum(
+            task.windows.add_judgment(score, placement) for score in placed
+        )
+        self.outputs.judgments(judged)
 
     def _count_overflow(self, overflowed: Overflowed) -> None:
         """Pairs beyond `policy.limits`: counted here, in metrics and (from the pairs and

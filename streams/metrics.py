@@ -192,7 +192,8 @@ class Metrics:
         Counter,
         "shadowlens_preference_unjudged_total",
         "Eligible pairs the judge did not decide, by reason: budget, unknown (no recorded "
-        "judgment), self_judge, error, late.",
+        "judgment), self_judge, error, busy (too many calls in flight), late (sent on "
+        "before the judgment, whose outcome is counted again when it comes).",
         ("experiment", "reason"),
     )
     judge_spend = Family(
@@ -393,6 +394,12 @@ class Metrics:
                 self.latency_ratio.labels(exp, seg, s.comparison).observe(ratio)
             self._observe_latency(exp, seg, s)
 
+    def observe_judgments(self, scores: Iterable[PairScore]) -> None:
+        """Count the judge's outcomes for pairs that went out before them (`late`)."""
+        for s in scores:
+            exp, seg = self._labels(s.experiment, s.segment)
+            self._observe_preference(exp, seg, s)
+
     def _observe_signals(self, exp: str, seg: str, s: PairScore) -> None:
         for arm, refused, truncated in (
             ("primary", s.primary_refusal, s.primary_truncated),
@@ -516,6 +523,9 @@ class MetricsSink:
 
     def pairs(self, scores: Sequence[PairScore]) -> None:
         self.metrics.observe_pairs(scores)
+
+    def judgments(self, scores: Sequence[PairScore]) -> None:
+        self.metrics.observe_judgments(scores)
 
     def windows(self, windows: Sequence[ClosedWindow]) -> None:
         self.metrics.observe_windows(windows)

@@ -10,7 +10,9 @@ p of both is task p). For each record, in partition order:
   repartition topic, keyed by its request id;
 * otherwise it joins its request in the pairing table through `shadowlens.pipeline.pairing.Pairer`;
   pairs, orphans and split singles are scored (`shadowlens.comparators.pairs`) and produced to
-  ``shadow.pairs`` keyed by experiment.
+  ``shadow.pairs`` keyed by experiment; the preference judge's verdicts follow them as
+  ``judgment`` records, collected with the task's next batch or timer run
+  (`shadowlens.streams.preference_stage.PreferenceStage`): the judge never holds a batch.
 
 Each event read from the events topic is first checked against its partition's progress
 (`shadowlens.pipeline.progress`, with the wall clock): one dated too far ahead, or with a
@@ -64,6 +66,7 @@ from shadowlens.streams.task_state import (
 )
 from shadowlens.streams.wire import (
     END_MS,
+    JUDGMENT,
     PAIRS,
     WATERMARK,
     Watermark,
@@ -218,7 +221,7 @@ class PairingStage:
             settings.judge_api_base or None,
             settings.judge_api_key or None,
             allow_self=settings.judge_allow_self,
-            wait_s=settings.judge_wait_s,
+            max_pending=settings.judge_max_pending,
         )
         self.preference = PreferenceStage.build(judging, policy, self.counts)
         self.events_by_partition: Counter[int] = Counter()
@@ -269,6 +272,8 @@ class PairingStage:
         self.positions.keep(assigned)
         for p in sorted(set(self.tasks) - mine):
             del self.tasks[p]
+            if self.preference is not None:
+                self.preference.drop(p)
             self.pending.forget_partition(p)
             self.meta.forget_partition(p)
 
@@ -396,7 +401,7 @@ class PairingStage:
         offsets that let a restart skip its input). Each record goes out in its task's
         transaction; the broker is waited for three times per batch, not per task."""
         outputs = [
-            (task.tp, sends + await self._pair_records(scores) + self._watermarks(task))
+            (task.tp, sends + await self._pair_records(task, scores) + self._watermarks(task))
             for task, sends, scores in done
         ]
         await produce_tasks(self.app, outputs)
@@ -406,21 +411,28 @@ class PairingStage:
             task.remember(self.positions)
         await produce_tasks(self.app, [(task.tp, changelog(task.meta)) for task in tasks])
 
-    async def _pair_records(self, scores: list[PairScore]) -> list[Record]:
-        """Scored pairs as ``shadow.pairs`` records, keyed by experiment."""
-        s = self.settings
+    async def _pair_records(self, task: PairingTask, scores: list[PairScore]) -> list[Record]:
+        """Scored pairs as ``shadow.pairs`` records, keyed by experiment, then the task's
+        judgments that have come back (`PreferenceStage`: the judge never holds a batch)."""
         if self.semantic is not None:  # before redaction: it reads the bodies
             scores = await self.semantic.enrich(scores)
+        judged: list[PairScore] = []
         if self.preference is not None:  # so does the judge
-            scores = await self.preference.enrich(scores)
-        by_experiment: dict[str, list[PairScore]] = defaultdict(list)
+            scores = self.preference.enrich(scores, task.partition)
+            judged = self.preference.finished(task.partition)
         for score in scores:
             self.counts[f"pairs.{score.outcome}"] += 1
+        return self._records(scores, _PAIRS_H) + self._records(judged, _JUDGMENT_H)
+
+    def _records(self, scores: list[PairScore], headers: list[tuple[str, bytes]]) -> list[Record]:
+        s = self.settings
+        by_experiment: dict[str, list[PairScore]] = defaultdict(list)
+        for score in scores:
             if s.redact:  # bodies never leave the pairing stage
                 score = redact_score(score)
             by_experiment[score.experiment].append(score)
         return [
-            (s.topic_pairs, experiment.encode(), value, None, _PAIRS_H)
+            (s.topic_pairs, experiment.encode(), value, None, headers)
             for experiment, group in by_experiment.items()
             for value in encode_pairs(group)
         ]
@@ -434,6 +446,7 @@ class PairingStage:
         stale = time.monotonic() - task.published_at > REPUBLISH_S
         out: list[Record] = []
         pairs_partitions = range(self.pairs_partitions)
+        judging = self.preference is not None and self.preference.waiting(task.partition)
         targets = (
             ("pairs", task.progress_ms(), s.topic_pairs, pairs_partitions),
             ("forward", task.forward_progress(), s.topic_repartition, task.others),
@@ -441,6 +454,8 @@ class PairingStage:
         for name, progress, topic, partitions in targets:
             if task.published.get(name) == progress and not stale:
                 continue
+            if name == "pairs" and progress == END_MS and judging:
+                continue  # judgments to come: the windows may not all close yet
             task.published[name] = progress
             mark = Watermark(task.partition, self.partitions, progress)
             value = mark.encode()
@@ -484,3 +499,4 @@ def _held(doc: dict[str, str | None] | None) -> tuple[Event, Source] | None:
 
 _PAIRS_H = [(TYPE_HEADER, PAIRS)]
 _WATERMARK_H = [(TYPE_HEADER, WATERMARK)]
+_JUDGMENT_H = [(TYPE_HEADER, JUDGMENT)]

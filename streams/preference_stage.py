@@ -8,27 +8,29 @@ model (`shadowlens.streams.judge_litellm`).
 
 `PreferenceStep` samples within the policy's ``[preference.budget]``
 (`comparators.preference_budget`) and runs the judge on the sample, a live judge's calls
-concurrently in a thread pool: it is the replay's enrich hook. `PreferenceStage` is the
-worker's: it plans on the event loop (cheap), sends the calls to the pool and waits at most
-`wait_s` for them, so a slow judge delays a batch by at most that and never blocks the
-loop. A pair whose judgment is not back by then goes out unjudged (`Skip.LATE`, counted);
-the judgment, when it comes, lands in the judge's cache.
+concurrently in a thread pool: it is the replay's enrich hook, and waits for its calls.
+`PreferenceStage` is the worker's, and never waits: it plans on the event loop (cheap),
+sends the pair on at once, unjudged (`Skip.LATE`, which the windows count as unjudged),
+and the call to the pool. The pairing task that sent the pair collects the finished
+judgment with its next batch or timer run (`finished`) and produces it as a ``judgment``
+record in its own transaction; the judging side moves the pair from unjudged to judged
+(`comparators.aggregate.Aggregate.add_judgment`). A call still running when the worker
+stops or loses the task is lost: its pair stays unjudged, counted, never guessed. At most
+`max_pending` calls are in flight; a pair drawn beyond that goes out as `Skip.BUSY`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 from shadowlens.comparators.pairs import PairScore
 from shadowlens.comparators.preference import (
-    JudgeItem,
     JudgeOutcome,
     PreferenceJudge,
     RecordedJudge,
@@ -39,10 +41,12 @@ from shadowlens.comparators.preference import (
 from shadowlens.comparators.preference_budget import (
     JudgeBudget,
     JudgePlan,
+    Route,
     Spend,
     apply_judgments,
     plan_judging,
     tally,
+    with_outcome,
 )
 from shadowlens.judge.policy import Policy
 
@@ -61,8 +65,8 @@ class JudgeSettings:
     allow_self: bool = False  # live: may the judge model be one of the compared arms?
     timeout_s: float = 30.0  # live: per call
     retries: int = 2  # live: more attempts per call after an error or an unreadable verdict
-    concurrency: int = 8  # live: calls in flight
-    wait_s: float = 5.0  # worker: longest wait for a batch's judgments
+    concurrency: int = 8  # live: calls running at once
+    max_pending: int = 1000  # worker: calls in flight (running or queued)
 
     def __post_init__(self) -> None:
         name = self.spec.strip()
@@ -159,35 +163,86 @@ class PreferenceStep:
         return self.finish(plan, outcomes)
 
 
-def _outcome(future: asyncio.Future[JudgeOutcome]) -> JudgeOutcome:
+def _outcome(call: Future[JudgeOutcome]) -> JudgeOutcome:
     """A finished call's outcome; a call that raised is an error, not a crash of the batch."""
-    return Skip.ERROR if future.exception() is not None else future.result()
+    return Skip.ERROR if call.exception() is not None else call.result()
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A judge call whose pair went out unjudged."""
+
+    score: PairScore  # as it went out
+    fraction: float  # its sample's share: the verdict weighs 1 / fraction
+    call: Future[JudgeOutcome]
 
 
 class PreferenceStage:
-    """The worker's judge step: one batch of pair scores in, the same judged out."""
+    """The worker's judge step: pairs go out at once, judgments follow per task."""
 
-    def __init__(self, step: PreferenceStep, counts: Counter[str], wait_s: float) -> None:
+    def __init__(self, step: PreferenceStep, counts: Counter[str], max_pending: int) -> None:
         self.step = step
         self.counts = counts
-        self.wait_s = wait_s
+        self.max_pending = max_pending
+        self.in_flight: dict[int, list[InFlight]] = {}  # pairing task -> its calls
 
     @classmethod
     def build(
         cls, settings: JudgeSettings, policy: Policy, counts: Counter[str]
     ) -> PreferenceStage | None:
         step = PreferenceStep.build(settings, policy)
-        return None if step is None else cls(step, counts, settings.wait_s)
+        return None if step is None else cls(step, counts, settings.max_pending)
 
-    async def enrich(self, scores: list[PairScore]) -> list[PairScore]:
+    @property
+    def pending(self) -> int:
+        return sum(len(calls) for calls in self.in_flight.values())
+
+    def enrich(self, scores: list[PairScore], task: int) -> list[PairScore]:
+        """`scores` as they go out now: those routed to the judge unjudged (`Skip.LATE`),
+        their calls started for `task` to collect."""
         plan = self.step.plan(scores)
-        items: list[JudgeItem] = plan.items
-        outcomes: list[JudgeOutcome] = []
-        if items:
-            loop = asyncio.get_running_loop()
-            calls = [loop.run_in_executor(self.step.pool, self.step.judge, i) for i in items]
-            done, _ = await asyncio.wait(calls, timeout=self.wait_s)
-            outcomes = [_outcome(c) if c in done else Skip.LATE for c in calls]
-        out = self.step.finish(plan, outcomes)
+        at = [i for i, route in enumerate(plan.routes) if route == Route.JUDGE]
+        room = max(0, self.max_pending - self.pending)
+        out = self.step.finish(plan, [Skip.LATE if n < room else Skip.BUSY for n in range(len(at))])
+        calls = self.in_flight.setdefault(task, [])
+        for i, item in zip(at[:room], plan.items, strict=False):
+            call = self.step.pool.submit(self.step.judge, item)
+            calls.append(InFlight(out[i], plan.fraction, call))
         self.counts.update(tally(out))
         return out
+
+    def finished(self, task: int) -> list[PairScore]:
+        """`task`'s pairs whose calls have finished, with their outcomes, paid for; the
+        task must produce them (in its transaction) or they are lost."""
+        done: list[InFlight] = []
+        running: list[InFlight] = []
+        for c in self.in_flight.get(task, []):
+            (done if c.call.done() else running).append(c)
+        if not done:
+            return []
+        self.in_flight[task] = running
+        outcomes = [_outcome(c.call) for c in done]
+        self.step.spend = self.step.spend.charged(outcomes)
+        judged = [with_outcome(c.score, o, c.fraction) for c, o in zip(done, outcomes, strict=True)]
+        for name, n in tally(judged).items():
+            self.counts[name.replace("preference.", "judgments.", 1)] += n
+        return judged
+
+    def waiting(self, task: int) -> bool:
+        """Whether `task` has calls in flight (its input may not be declared over yet)."""
+        return bool(self.in_flight.get(task))
+
+    def stop(self) -> None:
+        """The worker is stopping: calls not started are not made, and the judgments of
+        those running are lost like any in flight (the process still waits for the running
+        ones, each at most its attempts' timeouts, before it exits)."""
+        for task in list(self.in_flight):
+            self.drop(task)
+        self.step.pool.shutdown(wait=False, cancel_futures=True)
+
+    def drop(self, task: int) -> None:
+        """`task` went to another worker: its calls' judgments are lost (its pairs stay
+        unjudged); calls not started yet are not made."""
+        for c in self.in_flight.pop(task, []):
+            c.call.cancel()
+            self.counts["judgments.lost"] += 1

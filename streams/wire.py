@@ -6,8 +6,11 @@
 * ``shadow.pairs`` records, told apart by the ``shadowlens-type`` header:
   ``pairs`` (a JSON array of scored `PairScore`s of one experiment, keyed by it; many per
   record, up to `PAIRS_RECORD_BYTES`, because a Kafka record costs far more to move than
-  its bytes) and ``watermark`` (a pairing partition's event-time progress, sent to every
-  pairs partition).
+  its bytes), ``judgment`` (the same, for pairs that went out before their preference
+  judgment: each again with its judge's outcome, sent by the pairing task that sent it)
+  and ``watermark`` (a pairing partition's event-time progress, sent to every pairs
+  partition). A task that has ended its input holds its end watermark back while its
+  judgments are in flight.
 * ``shadow.events`` may carry an ``end-of-input`` marker (sent by `shadowlens publish
   --end-marker` to every partition): a finite replay is over, close everything.
 * ``shadow.deadletter``: the original bytes as the value, unchanged, and the reason,
@@ -28,6 +31,7 @@ from shadowlens.schemas.events import DeadLetter
 from shadowlens.schemas.markers import TYPE_HEADER
 
 PAIRS = b"pairs"
+JUDGMENT = b"judgment"
 WATERMARK = b"watermark"
 END_MS = 2**62  # the watermark of a partition whose input has ended
 

@@ -1,14 +1,13 @@
 """The live preference judge end to end: LiteLLM over HTTP to a real OpenAI-compatible
 server on 127.0.0.1 (tests/judge_stub.py) that answers from the recorded AlpacaEval
 judgments: both orders, temperature 0, parsed verdicts, cost per judgment, retries,
-timeouts, the cache, self-judging refused, and the worker's stage that never waits long.
+timeouts, the cache, self-judging refused, and the worker's stage that never waits.
 
 These tests need the optional ``litellm`` extra; they fail (never skip) without it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -160,24 +159,38 @@ def test_the_cli_replays_with_a_live_judge(
     assert len(stub.orders) > 100 and "error" not in out.output
 
 
-def test_the_worker_stage_stops_waiting_and_late_judgments_fill_the_cache(
+def test_the_worker_stage_never_waits_and_hands_each_judgment_to_its_task(
     stub_factory: type[JudgeStub],
 ) -> None:
     slow = stub_factory(SMALL, delay_s=0.6)
-    judge = live(slow.start())
-    step = PreferenceStep(judge, load_policy().preference.budget, concurrency=4)
+    step = PreferenceStep(live(slow.start()), load_policy().preference.budget, concurrency=4)
     counts: Counter[str] = Counter()
-    stage = PreferenceStage(step, counts, wait_s=0.1)
+    stage = PreferenceStage(step, counts, max_pending=1)
 
     def batch(rid: str) -> list[PairScore]:
         primary = event(rid, start=1_700_000_000_000, text="Paris.")
         return [score_pair(primary, event(rid, "candidate", text="Lyon."), {})]
 
     started = time.perf_counter()
-    (late,) = asyncio.run(stage.enrich(batch("a")))
-    assert time.perf_counter() - started < 0.5  # the stage did not wait for the judge
+    (late,) = stage.enrich(batch("a"), task=0)
+    (busy,) = stage.enrich(batch("b"), task=1)  # one call in flight already: none for this
+    assert time.perf_counter() - started < 0.3  # the stage did not wait for the judge
     assert late.preference is None and late.preference_skip == "late"
-    assert counts == {"preference.late": 1}
-    time.sleep(1.5)  # the judgment comes back after all, into the cache
-    (again,) = asyncio.run(stage.enrich(batch("b")))  # the same answers, another request
-    assert again.preference == 0.0 and counts["preference.judged"] == 1
+    assert busy.preference is None and busy.preference_skip == "busy"
+    assert stage.finished(0) == [] and stage.waiting(0) and not stage.waiting(1)
+    deadline = time.monotonic() + 20
+    while not (judged := stage.finished(0)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (verdict,) = judged
+    assert time.perf_counter() - started >= 2 * 0.6  # both orders, each answered slowly
+    assert verdict.judge_cost_usd == pytest.approx(2 * CALL_USD)
+    assert verdict == replace(
+        late,
+        preference=0.0,
+        preference_weight=1.0,
+        preference_skip=None,
+        judge_cost_usd=verdict.judge_cost_usd,
+    )
+    assert not stage.waiting(0) and stage.finished(0) == [] and stage.finished(1) == []
+    assert counts == {"preference.late": 1, "preference.busy": 1, "judgments.judged": 1}
+    assert step.spend.total_usd == verdict.judge_cost_usd  # paid when it came back

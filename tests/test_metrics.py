@@ -303,3 +303,23 @@ def test_preference_judge_win_rate_and_spend() -> None:
     assert (wins, count) == (1.5, 4)
     assert total(samples, NAMES.preference_unjudged, reason="unknown") == 1
     assert math.isclose(total(samples, NAMES.judge_spend, experiment="exp"), 0.008)
+
+
+def test_a_judgment_that_follows_its_pair_counts_its_outcome_not_the_pair() -> None:
+    base = score_pair(event("a"), event("a", "candidate"), {})
+    ahead = replace(base, preference_skip="late")
+    metrics = Metrics()
+    MetricsSink(metrics).pairs([ahead, replace(ahead, request_id="b")])
+    MetricsSink(metrics).judgments(
+        [
+            replace(ahead, preference=1.0, preference_skip=None, judge_cost_usd=0.002),
+            replace(ahead, request_id="b", preference_skip="error"),
+        ]
+    )
+    samples = scrape(metrics)
+    assert total(samples, NAMES.pairs, experiment="exp") == 2  # each pair once
+    assert total(samples, NAMES.preference_judged, experiment="exp") == 1
+    assert total(samples, NAMES.preference_wins, experiment="exp") == 1.0
+    assert total(samples, NAMES.preference_unjudged, reason="late") == 2
+    assert total(samples, NAMES.preference_unjudged, reason="error") == 1
+    assert math.isclose(total(samples, NAMES.judge_spend, experiment="exp"), 0.002)
