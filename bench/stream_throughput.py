@@ -49,10 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,12 +60,10 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shadowlens.gateway.keys import generate  # noqa: E402
 from shadowlens.job.pipeline import Pipeline  # noqa: E402
 from shadowlens.job.scoring import Scorer, pairing_config  # noqa: E402
 from shadowlens.job.sinks import MemorySink  # noqa: E402
@@ -86,44 +81,22 @@ from shadowlens.streams.config import Settings  # noqa: E402
 from shadowlens.streams.topics import Topology  # noqa: E402
 from shadowlens.streams.wire import decode_pairs, encode_pairs  # noqa: E402
 
-SHADOWLENS = str(Path(sys.executable).with_name("shadowlens"))
+from bench.kafka_bench import (  # noqa: E402
+    SHADOWLENS,
+    broker,
+    check_alive,
+    cpu_seconds,
+    create_topic,
+    marked,
+    spawn,
+    stop,
+    worker_env,
+)
+
 WINDOW = (0.15, 0.90)
 PROGRESS_MARK = "bench-progress"
 SCORE_BATCH = Settings().batch_size  # pairing steps scored at once: one agent batch of events
 ARMS = ("raw", "faust", "quix", "quix-pair")
-
-
-# --------------------------------------------------------------------------- broker
-
-
-def start_broker() -> tuple[str, str]:
-    out = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "kafka.sh"), "start"],
-        check=True,
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "KAFKA_OWNER_PID": str(os.getpid())},
-    ).stdout
-    values = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return values["KAFKA_BOOTSTRAP"], values["KAFKA_DATADIR"]
-
-
-def stop_broker(datadir: str) -> None:
-    subprocess.run(
-        ["bash", str(ROOT / "scripts" / "kafka.sh"), "stop", datadir],
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
 
 
 # --------------------------------------------------------------------------- one rule
@@ -133,18 +106,6 @@ def progress(n: int) -> None:
     """A child arm's line: wall time, events done, its CPU seconds (all threads)."""
     at, cpu = time.time(), time.process_time()
     print(PROGRESS_MARK, orjson.dumps({"at": at, "n": n, "cpu": cpu}).decode(), flush=True)
-
-
-def marked(path: Path, mark: str) -> list[dict[str, Any]]:
-    """The JSON after `mark` on each line of a log (a line being written is skipped)."""
-    out = []
-    with open(path, "rb") as fh:
-        for line in fh:
-            at = line.find(mark.encode())
-            if at >= 0:
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    out.append(orjson.loads(line[at + len(mark) :]))
-    return out
 
 
 def steady(
@@ -298,68 +259,6 @@ def quix_arm(expected: int, pair: bool) -> None:
 
 
 # --------------------------------------------------------------------------- (b), (c)
-
-
-def worker_env(
-    bootstrap: str, events_topic: str, workdir: Path, settings: dict[str, str]
-) -> dict[str, str]:
-    """The environment of one run's workers: its own app id, topics and ClickHouse, plus
-    `settings` (SHADOWLENS_* variables) under test."""
-    run = uuid.uuid4().hex[:8]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWLENS_")}
-    env.update(
-        SHADOWLENS_KAFKA_BOOTSTRAP=bootstrap,
-        SHADOWLENS_APP_ID=f"bench-{run}",
-        SHADOWLENS_DSN=f"chdb://{workdir / run / 'ch'}",
-        SHADOWLENS_STATE_DIR=str(workdir),
-        SHADOWLENS_TOPIC_EVENTS=events_topic,
-        SHADOWLENS_TOPIC_REPARTITION=f"bench-{run}-repartition",
-        SHADOWLENS_TOPIC_PAIRS=f"bench-{run}-pairs",
-        SHADOWLENS_TOPIC_DEADLETTER=f"bench-{run}-deadletter",
-        SHADOWLENS_TOPIC_CONTROL=f"bench-{run}-control",
-        SHADOWLENS_TOPIC_COMMANDS=f"bench-{run}-commands",
-        SHADOWLENS_SIGNING_KEY=generate("bench-worker").private_line(),  # signed, as deployed
-        SHADOWLENS_SESSION_TIMEOUT_S="6",
-        SHADOWLENS_HEARTBEAT_INTERVAL_S="0.5",
-        SHADOWLENS_COMMIT_INTERVAL_S="1",
-        SHADOWLENS_STATS_INTERVAL_S="0.25",
-    )
-    env.update(settings)
-    return env
-
-
-def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as fh:
-        return subprocess.Popen(
-            cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a running process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def check_alive(procs: list[subprocess.Popen[bytes]], logs: list[Path], deadline: float) -> None:
-    for p, log in zip(procs, logs, strict=True):
-        if p.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"worker died; the end of its log:\n{tail}")
-    if time.monotonic() > deadline:
-        raise RuntimeError(f"timed out; see {logs}")
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM (a clean Faust shutdown), then kill what is still running after 60 s."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(60)
-        except subprocess.TimeoutExpired:
-            p.kill()
 
 
 def run_workers(
@@ -544,8 +443,7 @@ def main() -> None:
     )
     row("plain-Python Pipeline, no Kafka", *pipeline_rate(payloads))
 
-    bootstrap, datadir = start_broker()
-    try:
+    with broker() as bootstrap:
         topic = f"bench-events-{uuid.uuid4().hex[:8]}"
         asyncio.run(create_topic(bootstrap, topic, args.partitions))
         produced = asyncio.run(publish(payloads, bootstrap, topic, end_marker=True))
@@ -572,8 +470,6 @@ def main() -> None:
                     f"{args.requests} requests; events per worker {run['events_by_worker']})"
                 )
                 row(label, run["events_per_s"], run["cpu_us_per_event"], note)
-    finally:
-        stop_broker(datadir)
     print(
         f"machine: {os.cpu_count()} cpus, two CPU-bound processes run {cpu_scaling():.2f}x "
         f"one (load average {os.getloadavg()[0]:.1f})",
