@@ -6,9 +6,10 @@ A judge call costs seconds and money, so like the semantic cascade
 1. Only the candidate's text answers to a text task are *eligible* (`cascade.eligible`, and
    the candidate comparison: a replica is the primary's second sample, nothing to promote).
 2. Every eligible pair of a batch is drawn with the same probability ``p`` before its
-   content is looked at, by a hash of its request id (`drawn`): the same request is drawn
-   again after a restart, and on any worker. ``p = allowance / eligible pairs`` (floored at
-   ``min_sample_fraction``) from a token bucket in pairs per second of event time.
+   content is looked at, by a hash of its request id (`comparators.sampling`): the same
+   request is drawn again after a restart, and on any worker. ``p = allowance / eligible
+   pairs`` (floored at ``min_sample_fraction``) from a token bucket in pairs per second of
+   event time.
 3. Spend is capped too: ``max_usd_per_day`` spreads into the rate (pairs per second times
    the mean cost of a judgment stays under the daily cap) and, as a hard stop, no pair is
    drawn once an event-time day's spend reaches it.
@@ -24,7 +25,6 @@ mean has that mean too. Pure: the backend's outcomes are passed in; no clock, no
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +33,7 @@ from enum import StrEnum
 from shadowlens.comparators.cascade import Budget, eligible, sample_fraction
 from shadowlens.comparators.pairs import PairScore
 from shadowlens.comparators.preference import TIE, Judged, JudgeItem, JudgeOutcome, Skip
+from shadowlens.comparators.sampling import drawn
 
 DAY_MS = 86_400_000
 
@@ -93,6 +94,9 @@ class Spend:
         )
 
 
+SALT = b"preference"  # independent of the semantic sample
+
+
 class Route(StrEnum):
     SKIP = "skip"  # not eligible: untouched
     EXACT = "exact"  # drawn, identical answers: a tie without a call
@@ -103,13 +107,6 @@ class Route(StrEnum):
 def judge_eligible(score: PairScore) -> bool:
     """The candidate's text answer to a text task, with the primary's."""
     return score.comparison == "candidate" and eligible(score)
-
-
-def drawn(request_id: str, p: float) -> bool:
-    """Whether a request is in a sample of share `p`: a salted hash of its id, so the draw
-    is the same after a restart and independent of the order the judge reads pairs in."""
-    digest = hashlib.blake2b(request_id.encode(), digest_size=8, person=b"preference").digest()
-    return int.from_bytes(digest) / 2**64 < p
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +153,7 @@ def plan_judging(
         Route.SKIP
         if not e
         else Route.UNSAMPLED
-        if not drawn(s.request_id, p)
+        if not drawn(s.request_id, p, SALT)
         else Route.EXACT
         if s.exact_match
         else Route.JUDGE

@@ -11,14 +11,15 @@ from shadowlens.comparators.pairs import PairScore, score_pair
 from shadowlens.comparators.preference import Judged, JudgeOutcome, Skip
 from shadowlens.comparators.preference_budget import (
     DAY_MS,
+    SALT,
     JudgeBudget,
     Route,
     Spend,
     apply_judgments,
-    drawn,
     plan_judging,
     tally,
 )
+from shadowlens.comparators.sampling import drawn
 from shadowlens.judge.policy import PolicyError, parse_policy
 from shadowlens.schemas.events import Status, Task
 
@@ -61,7 +62,7 @@ def test_over_budget_a_uniform_sample_by_request_id_carries_1_over_p() -> None:
     assert plan.fraction == pytest.approx(0.05)
     chosen = {i.request_id for i in plan.items}
     assert 25 < len(chosen) < 75
-    assert chosen == {s.request_id for s in scores if drawn(s.request_id, 0.05)}
+    assert chosen == {s.request_id for s in scores if drawn(s.request_id, 0.05, SALT)}
     # the draw never looks at the answers, and is the same after a restart
     other = [pair(f"r{i}", text=f"another answer {i}") for i in range(1000)]
     again, _ = plan_judging(other, Spend.start(budget), budget)
