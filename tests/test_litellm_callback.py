@@ -160,6 +160,45 @@ def test_a_replica_share_sends_the_primary_a_second_time_as_the_replica_arm(sink
     assert all(replica_sampled(f"r{i}", 1.0) for i in range(100))
 
 
+def test_the_prompt_goes_on_the_primarys_event_only_when_asked(sink: Sink) -> None:
+    """A live preference judge needs the user's request; it leaves the gateway only with
+    `send_prompt`, once (on the primary's event), and the service's pair carries it."""
+    from shadowlens.comparators.pairs import score_pair
+
+    async def scenario(send_prompt: bool) -> None:
+        sink.events.clear()
+        await shadow(
+            emitter=sink, mock_response="Paris.", replica_share=1.0, send_prompt=send_prompt
+        )
+        await events_settle(sink, 3)
+
+    run(lambda: scenario(True))
+    arms = sink.by_arm()
+    assert arms[Arm.PRIMARY].attributes["prompt"] == MESSAGES[-1]["content"]
+    assert "prompt" not in arms[Arm.CANDIDATE].attributes
+    assert "prompt" not in arms[Arm.REPLICA].attributes
+    pair = score_pair(decode_event(arms[Arm.PRIMARY].to_json()), arms[Arm.CANDIDATE], {})
+    assert pair.prompt == MESSAGES[-1]["content"]
+    run(lambda: scenario(False))
+    assert all("prompt" not in e.attributes for e in sink.events)
+
+
+def test_prompt_text_is_the_last_user_message_cut_to_size() -> None:
+    if MISSING:
+        pytest.fail(MISSING, pytrace=False)
+    parts = [{"type": "text", "text": "Describe"}, {"type": "image_url", "image_url": {}}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [*parts, {"type": "text", "text": "this picture"}]},
+    ]
+    assert lc.prompt_text(messages) == "Describe\nthis picture"
+    assert lc.prompt_text([{"role": "user", "content": "x" * 40_000}]) == "x" * lc.PROMPT_CHARS
+    assert lc.prompt_text([{"role": "system", "content": "s"}]) == ""
+    assert lc.prompt_text(None) == ""
+
+
 def test_streaming_calls_carry_time_to_first_token(sink: Sink) -> None:
     async def scenario() -> str:
         stream = await shadow(

@@ -50,6 +50,7 @@ from shadowlens.gateway.events import Arm, Event, Output, Status, Task
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "shadowlens"
+PROMPT_CHARS = 32_768  # a prompt sent for the judge is cut here (events stay small)
 _SEEN_CALLS = 10_000  # call ids remembered to emit each call once (LiteLLM may log twice)
 _background: set[asyncio.Task[Any]] = set()  # candidate calls in flight (strong refs)
 
@@ -148,8 +149,10 @@ def shadow_metadata(
     task: Task | str = Task.GENERATION,
     request_start_ms: int | None = None,
     provider: str | None = None,
+    send_prompt: bool = False,
 ) -> dict[str, Any]:
-    """What a call's ``metadata[METADATA_KEY]`` must hold for `callback` to emit it."""
+    """What a call's ``metadata[METADATA_KEY]`` must hold for `callback` to emit it.
+    With `send_prompt`, the primary's event carries the user's request (`prompt_text`)."""
     return {
         "callback": callback.id,
         "request_id": request_id,
@@ -160,6 +163,7 @@ def shadow_metadata(
         "task": str(Task(task)),
         "request_start_ms": request_start_ms,
         "provider": provider,
+        "send_prompt": send_prompt,
     }
 
 
@@ -194,6 +198,7 @@ async def shadow_completion(
     task: Task | str = Task.GENERATION,
     candidate_kwargs: Mapping[str, Any] | None = None,
     replica_share: float | None = None,
+    send_prompt: bool = False,
     **kwargs: Any,
 ) -> Any:
     """The primary's ``litellm.acompletion`` response; the candidate runs in the background.
@@ -204,6 +209,9 @@ async def shadow_completion(
     streamed candidate response is read to its end so that it is logged. A
     `replica_share` of requests (default: the emitter's, else none), picked by request id,
     also calls the primary a second time in the background, as the replica arm.
+    `send_prompt` puts the user's request on the primary's event (attribute ``prompt``,
+    at most `PROMPT_CHARS`), which a live preference judge shows its model; off by default,
+    since prompts may hold what must not leave the gateway.
     """
     if Task(task) == Task.EMBEDDING:
         raise ValueError("shadow_completion serves chat completions; embeddings are not one")
@@ -215,7 +223,7 @@ async def shadow_completion(
         merged = {**kwargs, **extra}
         tag = shadow_metadata(
             callback, request_id=rid, arm=arm, experiment=experiment, segment=segment,
-            model=model, task=task, request_start_ms=started_ms,
+            model=model, task=task, request_start_ms=started_ms, send_prompt=send_prompt,
         )  # fmt: skip
         merged["metadata"] = {**(merged.get("metadata") or {}), METADATA_KEY: tag}
         return {"model": model, "messages": messages, **merged}
@@ -314,6 +322,10 @@ def to_event(
     response_model = getattr(response, "model", None)
     if response_model:
         common["attributes"]["gen_ai.response.model"] = str(response_model)
+    if tag.get("send_prompt") and tag["arm"] == str(Arm.PRIMARY):
+        prompt = prompt_text(kwargs.get("messages"))
+        if prompt:
+            common["attributes"]["prompt"] = prompt
     return Event(
         **common,
         status=Status.OK,
@@ -324,6 +336,20 @@ def to_event(
         output=_output(Task(tag["task"]), content if isinstance(content, str) else None),
         finish_reason=_finish_reason(choice),
     )
+
+
+def prompt_text(messages: Any) -> str:
+    """The user's request: the last user message's text (string content, or the text
+    parts of a multimodal one), cut at `PROMPT_CHARS`; "" when there is none."""
+    for message in reversed(messages if isinstance(messages, list) else []):
+        if not isinstance(message, Mapping) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = [p.get("text") for p in content if isinstance(p, Mapping)]
+            content = "\n".join(t for t in parts if isinstance(t, str))
+        return content[:PROMPT_CHARS] if isinstance(content, str) else ""
+    return ""
 
 
 def _seconds(epoch_s: Any, moment: Any) -> float:
