@@ -269,7 +269,7 @@ def last_stats(log: Path) -> dict[str, Any]:
 @dataclass(frozen=True)
 class WorkerSoak:
     events: int
-    samples: list[tuple[int, float]]  # (events the worker has read, its RSS MB) as it reads
+    samples: list[tuple[int, float]]  # (events the worker has read, its RSS MB) until all
     drained_mb: float  # once every request's row is in ClickHouse, and idle
     stats: dict[str, Any]  # the worker's last stats line
     seconds: float  # from its first event to its last
@@ -338,10 +338,10 @@ def run_worker_soak(n_events: int, warmup: float) -> WorkerSoak:
             while (stats := last_stats(log)).get("written", {}).get("pairs", 0) < requests:
                 check_alive([proc], [log], deadline)
                 read = stats.get("events", 0)
-                if read > (samples[-1][0] if samples else 0):
+                if read >= n_events:  # the end of input then frees what was open: not sampled
+                    read_all_at = read_all_at or stats["at"]
+                elif read > (samples[-1][0] if samples else 0):
                     samples.append((read, rss_mb(proc.pid)))
-                    if read >= n_events:
-                        read_all_at = stats["at"]
                 time.sleep(0.5)
             time.sleep(SETTLE_S)
             drained = rss_mb(proc.pid)
