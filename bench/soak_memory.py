@@ -2,8 +2,8 @@
 sampled at checkpoints; growth must be bounded.
 
     .venv/bin/python bench/soak_memory.py                         # 1,000,000 events each
-    .venv/bin/python bench/soak_memory.py --events 100000 --worker-events 50000  # a quick look
-    .venv/bin/python bench/soak_memory.py --worker-events 0       # no Kafka (tests/test_soak.py)
+    .venv/bin/python bench/soak_memory.py --events 100000 --worker-events 100000  # quicker
+    .venv/bin/python bench/soak_memory.py --events 100000 --worker-events 0  # as tests/test_soak.py
 
 Events are real sample traffic (AlpacaEval outputs at Azure trace arrivals,
 `shadowlens.replay.traffic`): three migrations of the same primary, each at every third
@@ -51,6 +51,7 @@ import gc
 import itertools
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -376,8 +377,14 @@ def main() -> None:
         failures.append(f"the pipeline's RSS grows {soak.slope_mb_per_100k:.2f} MB per 100k events")
     if args.worker_events:
         worker = run_worker_soak(args.worker_events, args.warmup)
-        for n, mb in worker.samples[:: max(1, len(worker.samples) // 20)]:
-            print(f"worker: events={n} rss_mb={mb:.1f}")
+        for tenth in range(10):
+            lo, hi = tenth * worker.events // 10, (tenth + 1) * worker.events // 10
+            mbs = [mb for e, mb in worker.samples if lo <= e < hi]
+            if mbs:
+                print(
+                    f"worker: events {lo}-{hi} rss_mb floor {min(mbs):.1f} "
+                    f"median {statistics.median(mbs):.1f} max {max(mbs):.1f}"
+                )
         for name, (share, mb) in worker.checkpoints.items():
             print(f"worker {name}: events~{share * worker.events:.0f} rss_mb={mb:.1f} (floor)")
         print(f"worker drained (every row in ClickHouse, idle): rss_mb={worker.drained_mb:.1f}")
