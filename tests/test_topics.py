@@ -29,13 +29,23 @@ def _settings(bootstrap: str, **topics: str) -> Settings:
     return Settings(kafka_bootstrap=bootstrap, events_partitions=3, **names)
 
 
-async def _topic_configs(bootstrap: str, name: str) -> dict[str, str]:
+async def _topic_configs(bootstrap: str, name: str, timeout_s: float = 30.0) -> dict[str, str]:
+    """The topic's configs, once the broker that answers knows the topic: right after a
+    create, its metadata may not have reached it yet (error code 3, no entries; seen in CI
+    on a loaded machine)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    deadline = asyncio.get_running_loop().time() + timeout_s
     try:
-        (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
-        (resource,) = response.resources
-        return {entry[0]: entry[1] for entry in resource[4]}
+        while True:
+            resource = ConfigResource(ConfigResourceType.TOPIC, name)
+            (response,) = await admin.describe_configs([resource])
+            ((error_code, message, _type, _name, entries),) = response.resources
+            if error_code == 0:
+                return {entry[0]: entry[1] for entry in entries}
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"describe_configs({name}): error {error_code} {message}")
+            await asyncio.sleep(0.2)
     finally:
         await admin.close()
 
