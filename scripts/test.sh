@@ -2,7 +2,7 @@
 # The one test command: sets up .venv, starts a throwaway Apache Kafka broker, runs pytest
 # against it and always stops the broker again.
 #
-#   scripts/test.sh                      # pytest -q
+#   scripts/test.sh                      # pytest -q --durations=20 (the slowest, for the CI budget)
 #   scripts/test.sh tests/test_kafka_broker.py -x -vv
 #
 # Environment:
@@ -68,7 +68,7 @@ log "Kafka broker at $SHADOWLENS_KAFKA_BOOTSTRAP (data dir $KAFKA_DATADIR)"
 
 # ---------------------------------------------------------------------------------------- pytest
 
-[[ $# -eq 0 ]] && set -- -q
+[[ $# -eq 0 ]] && set -- -q --durations=20
 rc=0
 "$VPY" -m pytest "$@" || rc=$?
 if [[ $rc -eq 5 ]]; then
