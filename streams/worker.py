@@ -36,6 +36,7 @@ def run_worker(settings: Settings, policy: Policy) -> None:
     try:
         runner.execute_from_commandline()
     finally:
-        worker.pairing.stop()
+        if worker.pairing.preference is not None:
+            worker.pairing.preference.stop()
         worker.judging.writer.shutdown()
         worker.log_stats()
