@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,9 @@ class Worker:
 
     def stats(self) -> dict[str, object]:
         written = self.judging.writer.written
-        stats = {**self.pairing.stats(), **self.judging.stats(), "written": written}
+        counts = Counter(self.pairing.counts)  # both count input_gaps and redelivered
+        counts.update(self.judging.counts)
+        stats = {**self.pairing.stats(), **self.judging.stats(), **counts, "written": written}
         stats["store"] = self.judging.writer.health()
         return {"at": time.time(), **stats}
 
