@@ -15,8 +15,11 @@ does not stop:
 * rows handed over and not yet written stay buffered; once `max_buffered_rows` are, the
   judging stage waits in `throttle` (backpressure: it stops consuming ``shadow.pairs``,
   and the pairs wait in Kafka);
-* `drain` raises `CommitDeferred` while the store is failing: no offset is committed
-  until the rows they cover are in ClickHouse;
+* `drain` raises `CommitDeferred` while the store is failing, or is still writing after
+  `COMMIT_WAIT_S` (a slow or stalled store; the stage then waits in `throttle` until it
+  has written what it has, so that the next commit finds it done): no offset is
+  committed until the rows they cover are in ClickHouse, and a commit holds its task's
+  barrier (`shadowlens.streams.transactions`) only that long;
 * the state is visible: `healthy`, `buffered_rows`, `retries` (Prometheus
   ``shadowlens_store_*`` through `shadowlens.streams.metrics`), and one log line when the store
   fails, recovers, or the buffer fills or empties -- not one per retry.
@@ -52,6 +55,7 @@ from shadowlens.streams.transactions import CommitDeferred
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 16  # submitted operations before `throttle` makes the caller wait
+COMMIT_WAIT_S = 0.2  # longest a commit waits for writes, holding its task's barrier
 T = TypeVar("T")
 
 
@@ -130,6 +134,8 @@ class ClickHouseWriter:
         self.submitted_rows = 0  # rows handed to the writer
         self.written_rows = 0  # rows ClickHouse accepted
         self.backpressure = False
+        self.settling = False  # a commit found writes running: the stage waits for them
+        self._flush: concurrent.futures.Future[Any] | None = None  # the last flush queued
         if metrics is not None:
             metrics.watch_store(self)
 
@@ -272,31 +278,50 @@ class ClickHouseWriter:
 
     # -- flow
 
-    async def drain(self) -> None:
+    async def drain(self, wait_s: float = COMMIT_WAIT_S) -> None:
         """Flush buffered pairs and wait until every queued write is done. While the store
-        is failing, raise `CommitDeferred`: the commit that called this is skipped (its
-        offsets stay uncommitted), the rows stay buffered. Raise the first error of a
-        write that gave up, which fails the commit."""
+        is failing, or when writes still run after `wait_s` (a slow or stalled store),
+        raise `CommitDeferred`: the commit that called this is skipped (its offsets stay
+        uncommitted), the rows stay buffered, and after a slow store the stage waits in
+        `throttle` until they are written. Raise the first error of a write that gave up,
+        which fails the commit."""
         self._raise_error()
-        if self.is_open and self.healthy:
-            self._submit(lambda: self._live().flush())
+        if (
+            self.is_open
+            and self.healthy
+            and not (self._pending and self._pending[-1] is self._flush)
+        ):
+            self._flush = self._submit(lambda: self._live().flush())
+        deadline = time.monotonic() + wait_s
         while self._pending:
             if not self.healthy:
                 raise CommitDeferred(
                     f"ClickHouse is failing; {self.buffered_rows} rows buffered, not committed"
                 )
-            await _wait(self._pending[0], timeout=0.5)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.settling = True
+                raise CommitDeferred(
+                    f"ClickHouse is slow; {self.buffered_rows} rows not written yet, not committed"
+                )
+            await _wait(self._pending[0], timeout=min(left, 0.5))
             self._prune()
             self._raise_error()
+        self.settling = False
 
     async def throttle(self) -> None:
-        """Backpressure on the stage: wait while too many writes are queued or
-        `max_buffered_rows` are buffered. Runs outside the commit barrier, so commits go
-        on (or are deferred) while it waits; a future leaves `_pending` once done."""
+        """Backpressure on the stage: wait while too many writes are queued,
+        `max_buffered_rows` are buffered, or a commit found writes still running
+        (`drain`). Runs outside the task's barrier, so commits go on (or are deferred)
+        while it waits; a future leaves `_pending` once done."""
         while self._pending and (
-            len(self._pending) > MAX_IN_FLIGHT or self.buffered_rows >= self.max_buffered_rows
+            len(self._pending) > MAX_IN_FLIGHT
+            or self.buffered_rows >= self.max_buffered_rows
+            or self.settling
         ):
-            if not self.backpressure and self.buffered_rows >= self.max_buffered_rows:
+            if not self.backpressure and (
+                self.settling or self.buffered_rows >= self.max_buffered_rows
+            ):
                 self.backpressure = True
                 if not self.healthy:  # a healthy store catching up is not news
                     log.warning(
@@ -307,7 +332,7 @@ class ClickHouseWriter:
             await _wait(self._pending[0])
             self._prune()
             self._raise_error()
-        self.backpressure = False
+        self.settling = self.backpressure = False
         self._raise_error()
 
     def _prune(self) -> None:
@@ -319,7 +344,9 @@ class ClickHouseWriter:
             raise RuntimeError("ClickHouse store is not open")
         return self._sink
 
-    def _submit(self, fn: Callable[[], Any], rows: int = 0, *, check: bool = True) -> None:
+    def _submit(
+        self, fn: Callable[[], Any], rows: int = 0, *, check: bool = True
+    ) -> concurrent.futures.Future[Any]:
         if check:
             self._raise_error()
         self.submitted_rows += rows
@@ -327,6 +354,7 @@ class ClickHouseWriter:
         fut.add_done_callback(self._remember_error)
         self._pending.append(fut)
         self._prune()
+        return fut
 
     def _remember_error(self, fut: concurrent.futures.Future[Any]) -> None:
         exc = fut.exception()

@@ -25,7 +25,9 @@ watermarks every pairing task publishes. Per pairs partition (a task):
   and is dead-lettered (``command_refused``) with the reason.
 
 Every control message is signed (`shadowlens.streams.control.control_signer`): the worker
-does not start without a key unless told ``--allow-unsigned``.
+does not start without a key unless told ``--allow-unsigned``. Heartbeats and decisions go
+out at once, in a transaction of their own (`_send_control`, point 8 of
+`shadowlens.streams.transactions`): a slow store or a long batch never holds them.
 
 The owner of the pairs partitions is the worker's only ClickHouse writer (chdb allows one
 process per data directory), and also stores the dead letters (``shadow.deadletter`` has
@@ -63,6 +65,8 @@ from shadowlens.streams.task_state import (
     Record,
     TaskState,
     changelog,
+    changelog_record,
+    current_task,
     in_task,
     produce,
     task_table,
@@ -253,19 +257,16 @@ class JudgingStage:
 
         async def judging(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-                async with app.processing():
+                async with app.processing(e.message.tp for e in events):
                     await self.process(events)
                     for event in events:
                         await stream.ack(event)
                 await self.writer.throttle()
 
-        async def heartbeat() -> None:
-            async with app.processing():
-                await self.heartbeat()
-
         async def apply_commands(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-                async with app.processing():
+                # a command changes the state of the task that judges its experiment
+                async with app.processing(self.task(e.message.partition).tp for e in events):
                     await self.commands(events)
                     for event in events:
                         await stream.ack(event)
@@ -273,13 +274,19 @@ class JudgingStage:
         commands = app.topic(s.topic_commands, key_serializer="raw", value_serializer="raw")
         app.agent(pairs, name="judging")(judging)
         app.agent(commands, name="commands")(apply_commands)
+
+        async def heartbeat() -> None:
+            # no barrier: it reads the state between two steps of a batch and commits on
+            # its own (`_send_control`), behind no batch, store or model
+            await self.heartbeat()
+
         app.timer(self.policy.ramp.heartbeat_ms / 1000.0, name="heartbeat")(heartbeat)
         if dead_letters:
             dlq = app.topic(s.topic_deadletter, key_serializer="raw", value_serializer="raw")
 
             async def store_dead_letters(stream: Any) -> None:
                 async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-                    async with app.processing():
+                    async with app.processing(e.message.tp for e in events):
                         fresh = [e for e in events if self.positions.fresh(e.message)]
                         letters = [
                             read_dead_letter(e.message.value, e.message.headers) for e in fresh
@@ -294,7 +301,9 @@ class JudgingStage:
                     await self.writer.throttle()
 
             app.agent(dlq, name="dead-letters")(store_dead_letters)
-        app.commit_hooks.append(self.writer.drain)
+        sinks = frozenset((s.topic_pairs, s.topic_commands, s.topic_deadletter))
+        app.commit_hooks.append((sinks, self.writer.drain))  # their rows before their offsets
+        app.control_source = s.topic_pairs
         self.windows_table.on_recover(self.on_recovered)
         app.on_partitions_assigned.connect(self.on_assigned)
 
@@ -403,19 +412,34 @@ class JudgingStage:
         return closed
 
     async def _send_decisions(self) -> None:
+        """Publish the running task's new decisions at once (`_send_control`). Each is
+        numbered per experiment in the task's state (``decided/``), and the number of the
+        last one published (``published/``) goes out with it: a decision made again after
+        a restart from an earlier commit (the same one: the judge is deterministic) is not
+        published twice."""
         decided, self.outputs.decided = self.outputs.decided, []
-        if not decided:
+        tp = current_task()
+        if not decided or tp is None:
             return
+        task = self.tasks[tp.partition]
         now_ms = int(time.time() * 1000)
         lease = self.policy.ramp.lease_ms
-        messages = [(d.experiment, control.decision_message(d, now_ms, lease)) for d in decided]
+        messages, marks = [], []
         for d in decided:
+            made, published = f"decided/{d.experiment}", f"published/{d.experiment}"
+            n = task.meta[made] = task.meta.get(made, 0) + 1
+            if n <= task.meta.get(published, 0):
+                self.counts["decisions_made_again"] += 1
+                continue
+            task.meta[published] = n
+            marks.append(published)
+            messages.append((d.experiment, control.decision_message(d, now_ms, lease)))
             self.counts[f"decisions.{d.action}"] += 1
             log.info(
                 "decision %s epoch %d: %s %s%% -> %s%% (%s)",
                 d.experiment, d.epoch, d.action, d.from_percent, d.to_percent, d.reason[:200],
             )  # fmt: skip
-        await self._send_control(messages)
+        await self._send_control(task, messages, [changelog_record(task.meta, m) for m in marks])
 
     async def commands(self, events: Sequence[Any]) -> None:
         """Apply operator commands, each in the task that judges its experiment."""
@@ -453,6 +477,8 @@ class JudgingStage:
             self.metrics.observe_command(outcome)
 
     async def heartbeat(self) -> None:
+        if self.app.failed is not None:
+            return  # a worker that stops renews no lease
         now_ms = int(time.time() * 1000)
         ramp_policy = self.policy.ramp
         for task in list(self.tasks.values()):
@@ -460,20 +486,29 @@ class JudgingStage:
                 (experiment, control.heartbeat_message(experiment, state, ramp_policy, now_ms))
                 for experiment, state in task.experiments.items()
             ]
-            with in_task(task.tp):
-                await self._send_control(messages)
+            await self._send_control(task, messages)
             self.counts["heartbeats"] += len(messages)
             if self.metrics is not None:
                 for experiment, _ in messages:
                     self.metrics.observe_heartbeat(experiment, now_ms)
 
-    async def _send_control(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+    async def _send_control(
+        self,
+        task: JudgingTask,
+        messages: list[tuple[str, dict[str, Any]]],
+        marks: Sequence[Record] = (),
+    ) -> None:
+        """Sign and publish `task`'s control messages in a transaction of their own that
+        commits at once (`ShadowApp.publish_control`), with `marks` (changelog records):
+        routers see them without waiting for the task's commit, which may wait for a
+        slow store or a long batch."""
         topic, sign = self.settings.topic_control, self.signer
         records: list[Record] = [
             (topic, experiment.encode(), control.encode(sign(message)), None, None)
             for experiment, message in messages
         ]
-        await produce(self.app, records)
+        if records:
+            await self.app.publish_control(task.tp, records + list(marks))
 
     def stats(self) -> dict[str, Any]:
         return {"judging_tasks": sorted(self.tasks), **dict(self.counts)}

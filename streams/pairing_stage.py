@@ -247,13 +247,13 @@ class PairingStage:
 
         async def pairing(stream: Any) -> None:
             async for events in stream.take_events(s.batch_size, within=s.batch_within_s):
-                async with app.processing():
+                async with app.processing(e.message.tp for e in events):
                     await self.process(events)
                     for event in events:
                         await stream.ack(event)
 
         async def tick() -> None:
-            async with app.processing():
+            async with app.processing(task.tp for task in list(self.tasks.values())):
                 await self.tick()
 
         app.agent(source, name="pairing")(pairing)

@@ -168,17 +168,21 @@ class TaskState(MutableMapping[K, V], Generic[K, V]):
     def __contains__(self, key: object) -> bool:
         return key in self._values
 
+    def record(self, key: K) -> ChangelogRecord:
+        """The changelog record of `key`'s value now."""
+        return self._key_bytes(key), self._encode(self._values[key])
+
+    def _key_bytes(self, key: K) -> bytes:
+        return (self._prefix + self._key_str(key)).encode()
+
     def changes(self) -> list[ChangelogRecord]:
         """The changelog records of every key changed since the last call (deletions one
         call later with `delay_deletes`)."""
-        prefix, name, encode = self._prefix, self._key_str, self._encode
-        records: list[ChangelogRecord] = [
-            ((prefix + name(k)).encode(), encode(self._values[k])) for k in self._dirty
-        ]
+        records = [self.record(k) for k in self._dirty]
         gone, self._deleted = self._deleted, set()
         if self._delay_deletes:
             gone, self._delayed = self._delayed, gone
-        records += [((prefix + name(k)).encode(), None) for k in gone]
+        records += [(self._key_bytes(k), None) for k in gone]
         self._dirty.clear()
         return records
 
@@ -251,6 +255,13 @@ def changelog(state: TaskState[Any, Any]) -> list[Record]:
     """`state.changes()` as records for its table's changelog partition."""
     topic = state.table.changelog_topic_name
     return [(topic, key, value, state.partition, None) for key, value in state.changes()]
+
+
+def changelog_record(state: TaskState[Any, Any], key: Any) -> Record:
+    """`key`'s value in `state` as a record for its changelog partition, for a transaction
+    other than the task's (a control message's mark, `shadowlens.streams.judging_stage`)."""
+    key_bytes, value = state.record(key)
+    return (state.table.changelog_topic_name, key_bytes, value, state.partition, None)
 
 
 async def send(app: Any, records: list[Record]) -> list[Awaitable[Any]]:

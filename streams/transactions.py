@@ -1,15 +1,30 @@
-"""How the worker commits: one barrier, sinks flushed first, one transaction per task.
+"""How the worker commits: a barrier per task, sinks written first, one transaction per
+task, control messages on their own.
 
-Faust commits offsets on a timer while agents keep running. Three things are added here:
+Faust commits offsets on a timer while agents keep running. What is added here:
 
-1. A processing barrier. Agents and timers hold it while they process a batch *and ack
-   it*; a commit holds it from the moment it picks the offsets until the broker has them.
-   A commit therefore never sees a half-processed batch: every acked record's outputs have
-   been produced, and nothing is produced for a record that is not acked yet.
-2. Sinks flush before the offsets go out (`ShadowApp.before_commit`): a ClickHouse insert
-   that fails fails the commit, so the records are processed again instead of being lost.
-   A hook that raises `CommitDeferred` (the store is down, its rows are buffered and
-   retried: `shadowlens.streams.ch_writer`) skips this commit: nothing is committed, nothing fails.
+1. A processing barrier per task (`ShadowApp.task_id`: a partition of a group of
+   co-partitioned topics, the unit of a transaction). Agents and timers hold the barriers
+   of the tasks in their batch while they process it *and ack it*; a commit holds one
+   task's barrier from the moment it picks that task's offsets until the broker has them,
+   and commits task by task. A commit therefore never sees a half-processed batch: every
+   acked record's outputs have been produced, and nothing is produced for a record that is
+   not acked yet. A task held by a long batch (a model that stalls a pairing batch) is left
+   for a later commit after waiting half a commit interval; it holds up no other task. Until
+   issue 15 this was one lock for the whole worker: a 60 s stall of the encoder or of a
+   ClickHouse insert held every agent, timer and commit, and no heartbeat was published
+   for the whole stall. Transactions may therefore stay open through a stall:
+   `TRANSACTION_TIMEOUT_MS` (5 min) instead of aiokafka's 60 s; a longer one makes the
+   broker abort them, the next commit fails and the worker stops, to restart from the last
+   commit.
+2. Sinks are written before the offsets that produced their rows go out
+   (`ShadowApp.before_commit`, for the tasks whose topics a hook names): a ClickHouse
+   insert that fails fails the commit, so the records are processed again instead of
+   being lost. A hook that raises `CommitDeferred` skips that task's commit: nothing is
+   committed, nothing fails. The ClickHouse writer does so while the store is down (its
+   rows are buffered and retried) and when its writes take longer than a moment: the
+   commit holds the task's barrier only that long, and the stage waits for the writes
+   outside it (`shadowlens.streams.ch_writer`).
 3. ``exactly_once``: Faust picks a record's transaction by the partition it is *sent to*,
    which is only right when every output goes to the partition it came from. Here the
    transaction is the *task's* -- the partition being processed (`shadowlens.streams.task_state`) --
@@ -67,6 +82,16 @@ agree again.
    each, dropped them and went on after them (the hand-over test's `input_gaps`). Here a
    fetch asks for a copy of the set, and a partition whose records arrive while it is not
    active is sought back to the first of them, to be fetched again once it is.
+9. Control messages (heartbeats, decisions) do not wait for their task's commit, which may
+   wait for a slow store or a long batch (points 1, 2): `ShadowApp.publish_control` sends
+   them in a transaction of their own per task (``<app id>-control-<partition>``),
+   committed at once. In the task's transaction they would also hold back every later
+   record of their ``shadow.control`` partition from read_committed routers while it is
+   open. Faust starts these producers with the tasks' (point 6: before recovery, fencing
+   the previous owner's). A decision is then visible before the state that made it is
+   committed; after a crash the judge makes it again from the last commit, and a mark
+   committed with the message (how many decisions of its experiment went out) keeps it
+   from going out twice (`shadowlens.streams.judging_stage`). Heartbeats take no barrier.
 """
 
 from __future__ import annotations
@@ -75,8 +100,8 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import faust
@@ -85,9 +110,13 @@ from faust.transport.consumer import TransactionManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from shadowlens.streams.delivery import EagerDelivery
-from shadowlens.streams.task_state import Positions, current_task
+from shadowlens.streams.task_state import Positions, Record, current_task, produce
 
 CommitHook = Callable[[], Awaitable[None]]
+# Long enough for a stalled store or model (point 1), within the broker's default maximum
+# (transaction.max.timeout.ms, 15 min). A killed worker's open transactions are aborted
+# sooner: by the next owner of their partitions, when it starts its producers.
+TRANSACTION_TIMEOUT_MS = 300_000
 
 log = logging.getLogger(__name__)
 
@@ -98,23 +127,37 @@ class CommitDeferred(Exception):
 
 
 class ShadowApp(faust.App):
-    """A Faust app whose transport commits through the barrier (see the module doc)."""
+    """A Faust app whose transport commits task by task through the barriers (see the
+    module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.barrier = asyncio.Lock()
-        self.commit_hooks: list[CommitHook] = []
+        self.barriers: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.commit_hooks: list[tuple[frozenset[str], CommitHook]] = []
+        self.control_source: str | None = None  # its tasks publish control messages
         self.positions: list[Positions] = []  # every agent's, see ShadowConsumer
         self.failed: BaseException | None = None
         self.on_rebalance_complete.connect(self._seek_before_resume)
 
+    def task_id(self, tp: TP) -> str:
+        """The task `tp` belongs to: its transactional id under exactly_once. Co-partitioned
+        topics (same partition count: Faust's topic group) share their tasks."""
+        return f"{self.conf.id}-{self.assignor.group_for_topic(tp.topic)}-{tp.partition}"
+
+    def control_id(self, tp: TP) -> str:
+        """The transactional id of the control messages of task `tp` (point 8)."""
+        return f"{self.conf.id}-control-{tp.partition}"
+
     @asynccontextmanager
-    async def processing(self) -> AsyncIterator[None]:
-        """Hold the barrier for one batch or timer run. If it fails, nothing is committed
-        any more and the worker stops: its positions and state may be ahead of what it
-        produced, and only a restart from the last commit makes them agree again."""
+    async def processing(self, tps: Iterable[TP]) -> AsyncIterator[None]:
+        """Hold the barriers of the tasks of `tps` for one batch or timer run. If it fails,
+        nothing is committed any more and the worker stops: its positions and state may be
+        ahead of what it produced, and only a restart from the last commit makes them
+        agree again."""
         error: Exception | None = None
-        async with self.barrier:
+        async with AsyncExitStack() as held:
+            for task in sorted({self.task_id(tp) for tp in tps}):  # one order: no deadlock
+                await held.enter_async_context(self.barriers[task])
             if self.failed is not None:
                 raise RuntimeError("an earlier batch failed; the worker is stopping")
             try:
@@ -126,14 +169,27 @@ class ShadowApp(faust.App):
             await self.crash(error)
             raise error
 
+    async def publish_control(self, tp: TP, records: list[Record]) -> None:
+        """Produce task `tp`'s control records now, in a transaction of their own that
+        commits at once under exactly_once (point 8): no batch, store or model waits."""
+        consumer: ShadowConsumer = self.consumer  # type: ignore[assignment]
+        if consumer.in_transaction:
+            transactions: TaskTransactionManager = consumer.transactions  # type: ignore[assignment]
+            await transactions.publish(self.control_id(tp), records)
+        else:
+            await produce(self, records)
+
     async def _seek_before_resume(self, sender: Any = None, **_: Any) -> None:
         # Sent by Recovery right before it resumes the source partitions and seeks them.
         consumer: ShadowConsumer = self.consumer  # type: ignore[assignment]
         consumer.defer_resume = True
 
-    async def before_commit(self) -> None:
-        for hook in self.commit_hooks:
-            await hook()
+    async def before_commit(self, tps: Iterable[TP]) -> None:
+        """The commit hooks of the sinks `tps` (one task's inputs) write to."""
+        topics = {tp.topic for tp in tps}
+        for sources, hook in self.commit_hooks:
+            if sources & topics:
+                await hook()
 
     def _new_transport(self) -> Any:
         return ShadowTransport(self.conf.broker_consumer, self)
@@ -147,8 +203,14 @@ class TaskTransactionManager(TransactionManager):
         self._dirty: set[str] = set()
 
     def transactional_id(self, tp: TP) -> str:
-        group = self.app.assignor.group_for_topic(tp.topic)
-        return f"{self.app.conf.id}-{group}-{tp.partition}"
+        return self.app.task_id(tp)  # type: ignore[attr-defined, no-any-return]
+
+    def _tps_to_transactional_ids(self, tps: set[TP]) -> set[str]:
+        """Faust starts (fencing the previous owner's) and stops these with the partitions:
+        the tasks', and the control producers of the tasks that publish (point 8)."""
+        app: ShadowApp = self.app  # type: ignore[assignment]
+        control = {app.control_id(tp) for tp in tps if tp.topic == app.control_source}
+        return super()._tps_to_transactional_ids(tps) | control  # type: ignore[no-any-return]
 
     async def send(
         self,
@@ -180,16 +242,39 @@ class TaskTransactionManager(TransactionManager):
         )
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
-        """Commit every transaction with offsets to commit or records produced since the
-        last commit (Faust only commits those with offsets)."""
+        """Commit the transactions of the tasks with offsets to commit (one task's, called
+        by `ShadowConsumer.force_commit`)."""
         await self.producer.flush()  # changelog records buffered by tables join their txn
         by_tid: dict[str, dict[TP, int]] = defaultdict(dict)
         for tp, offset in offsets.items():
             by_tid[self.transactional_id(tp)][tp] = offset
-        for tid in sorted(set(by_tid) | self._dirty):
-            await self._commit_one(tid, by_tid.get(tid, {}), start_new_transaction)
-        self._dirty.clear()
+        for tid in sorted(by_tid):
+            await self._commit_one(tid, by_tid[tid], start_new_transaction)
         return True
+
+    def dirty(self) -> set[str]:
+        """Tasks with records produced since their last commit."""
+        return set(self._dirty)
+
+    async def commit_records(self, tid: str, start_new_transaction: bool = True) -> None:
+        """Commit task `tid`'s records produced with no input to commit (timers: point 3)."""
+        if tid in self._dirty:
+            await self.producer.flush()
+            await self._commit_one(tid, {}, start_new_transaction)
+
+    async def publish(self, tid: str, records: list[Record]) -> None:
+        """Produce `records` in transaction `tid` and commit it at once (point 8)."""
+        producer = self.producer
+        txn = producer._transaction_producers.get(tid)  # type: ignore[attr-defined]
+        if txn is None:
+            return  # revoked: the partition's next owner publishes
+        async with producer._trn_locks[tid]:  # type: ignore[attr-defined]
+            if not txn._txn_manager.is_in_transaction():
+                await txn.begin_transaction()
+            for topic, key, value, partition, headers in records:
+                p = self.consumer.key_partition(topic, key, partition)
+                await txn.send(topic, value, key=key, partition=p, headers=headers)
+            await txn.commit_transaction()
 
     async def _commit_one(self, tid: str, offsets: dict[TP, int], start_new: bool) -> None:
         producer = self.producer
@@ -198,6 +283,7 @@ class TaskTransactionManager(TransactionManager):
             if offsets:
                 raise RuntimeError(f"no transactional producer {tid} to commit {offsets}")
             return  # revoked since: the next owner's producer fences this transaction
+        self._dirty.discard(tid)
         async with producer._trn_locks[tid]:  # type: ignore[attr-defined]
             if not txn._txn_manager.is_in_transaction():
                 if not offsets:
@@ -319,25 +405,70 @@ class ShadowConsumer(EagerDelivery, faust_aiokafka.Consumer):
         return await super().position(tp)  # type: ignore[no-any-return]
 
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        """Commit task by task, each under its own barrier (point 1): a task busy with a
+        long batch, or whose sink is not written yet, is left for a later commit and holds
+        up no other task."""
         app: ShadowApp = self.app  # type: ignore[assignment]
         if app.failed is not None:
             return False
-        async with app.barrier:
-            try:
-                await app.before_commit()
-                done = await super().force_commit(
-                    topics, start_new_transaction=start_new_transaction
-                )
-                if self.in_transaction and topics is None:  # records from timers, no input
-                    await self.transactions.commit({}, start_new_transaction)
-            except CommitDeferred:
-                return False
-            except Exception as exc:
-                self.log.exception("commit failed: %r", exc)
-                app.failed = exc
-                await app.crash(exc)
-                raise
+        tasks = {app.task_id(tp) for tp in self._filter_tps_with_pending_acks(topics)}
+        if self.in_transaction and topics is None:  # records from timers, no input
+            tasks |= self.transactions.dirty()  # type: ignore[attr-defined]
+        done = False
+        deadline = time.monotonic() + self.app.conf.broker_commit_interval / 2
+        for tid in sorted(tasks):
+            done |= await self._commit_task(tid, topics, start_new_transaction, deadline)
         return done
+
+    async def _commit_task(
+        self, tid: str, topics: Any, start_new_transaction: bool, deadline: float
+    ) -> bool:
+        app: ShadowApp = self.app  # type: ignore[assignment]
+        barrier = app.barriers[tid]
+        wait_s = max(deadline - time.monotonic(), 0.05)
+        try:  # a fair lock: a task between two batches lets the commit in next
+            await asyncio.wait_for(barrier.acquire(), wait_s)
+        except TimeoutError:
+            return False  # a long batch (a slow model): the next commit tries again
+        try:
+            if app.failed is not None:
+                return False
+            # Its inputs as acked now, under its barrier: a batch may have run while the
+            # commit waited for the tasks before this one.
+            acked = self._filter_tps_with_pending_acks(topics)
+            tps = {tp for tp in acked if app.task_id(tp) == tid}
+            await app.before_commit(tps)
+            done = await super().force_commit(tps, start_new_transaction=start_new_transaction)
+            if self.in_transaction:
+                await self._commit_records(tid, start_new_transaction)
+        except CommitDeferred:
+            return False
+        except Exception as exc:
+            self.log.exception("commit failed: %r", exc)
+            app.failed = exc
+            await app.crash(exc)
+            raise
+        finally:
+            barrier.release()
+        return done
+
+    async def _commit_records(self, tid: str, start_new_transaction: bool) -> None:
+        """Commit the records task `tid` produced with no input to commit (timers), only
+        if every input it processed is committed by now. Otherwise its transaction holds
+        state changed by records whose offsets it would not carry, and a restart from those
+        offsets would apply them twice (seen: windows counting 2,772 requests twice after ten
+        kills); it stays open for the commit that carries them."""
+        app: ShadowApp = self.app  # type: ignore[assignment]
+        behind = {
+            tp: offset
+            for positions in app.positions
+            for tp, offset in positions.next_offsets().items()
+            if app.task_id(TP(*tp)) == tid and (self._committed_offset.get(TP(*tp)) or 0) < offset
+        }
+        if behind:
+            log.info("%s: records wait for the offsets of %s", tid, behind)
+            return
+        await self.transactions.commit_records(tid, start_new_transaction)  # type: ignore[attr-defined]
 
 
 async def after_last_records(
@@ -374,6 +505,17 @@ async def after_last_records(
     return out
 
 
+class ShadowProducer(faust_aiokafka.Producer):
+    """Faust's producer, with transactions that may stay open through a stall (point 1)."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        extra = dict(super()._settings_extra())
+        if self.app.in_transaction:
+            extra["transaction_timeout_ms"] = TRANSACTION_TIMEOUT_MS
+        return extra
+
+
 class ShadowTransport(faust_aiokafka.Transport):
     Consumer = ShadowConsumer
+    Producer = ShadowProducer
     TransactionManager = TaskTransactionManager
