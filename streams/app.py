@@ -81,6 +81,7 @@ def new_app(settings: Settings, topology: Topology) -> ShadowApp:
         broker_heartbeat_interval=s.heartbeat_interval_s,
         broker_rebalance_timeout=s.rebalance_timeout_s,
         broker_commit_interval=s.commit_interval_s,
+        broker_commit_every=s.commit_every,
         topic_partitions=topology.events_partitions,
         topic_replication_factor=s.replication_factor,
         table_standby_replicas=0,

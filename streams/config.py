@@ -34,6 +34,7 @@ Faust and aiokafka only through `shadowlens.streams.kafka_security`.
 | SHADOWLENS_SWEEP_INTERVAL_S | 1.0 | orphan sweep + watermark publication timer |
 | SHADOWLENS_IDLE_AFTER_S | 60 | a silent events partition follows the others' event time (0: off) |
 | SHADOWLENS_COMMIT_INTERVAL_S | 2.0 | offset commit (and ClickHouse flush) interval |
+| SHADOWLENS_COMMIT_EVERY | 10000 | also commit once this many records were acked (Faust's) |
 | SHADOWLENS_SESSION_TIMEOUT_S | 30 | consumer group session timeout |
 | SHADOWLENS_HEARTBEAT_INTERVAL_S | 3 | consumer group heartbeat |
 | SHADOWLENS_REBALANCE_TIMEOUT_S | 60 | consumer group rebalance timeout |
@@ -120,6 +121,7 @@ class Settings:
     sweep_interval_s: float = 1.0
     idle_after_s: float = 60.0
     commit_interval_s: float = 2.0
+    commit_every: int = 10_000
     session_timeout_s: float = 30.0
     heartbeat_interval_s: float = 3.0
     rebalance_timeout_s: float = 60.0
@@ -172,6 +174,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
+        if self.commit_every < 1:
+            raise SettingsError(f"{PREFIX}COMMIT_EVERY must be >= 1")
         if self.batch_size < 1 or self.ch_batch < 1:
             raise SettingsError(f"{PREFIX}BATCH_SIZE and {PREFIX}CH_BATCH must be >= 1")
         if self.producer_batch_bytes < 1024:

@@ -266,6 +266,7 @@ def test_kill_9_at_end_of_input_at_least_once_loses_no_half(
         "SHADOWLENS_PRODUCER_BATCH_BYTES": str(batch_bytes),
         # no commit before the kill: the restart reads again all the input the state holds
         "SHADOWLENS_COMMIT_INTERVAL_S": "30",
+        "SHADOWLENS_COMMIT_EVERY": "1000000",  # nor one after Faust's 10,000 acks
         "SHADOWLENS_STATS_INTERVAL_S": "0.1",  # killed at once, before the judge is done
     }
     policy = short_memory_policy(tmp_path)
