@@ -171,11 +171,10 @@ class Settings:
             "pairs_partitions",
             "control_partitions",
             "replication_factor",
+            "commit_every",
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be >= 1")
-        if self.commit_every < 1:
-            raise SettingsError(f"{PREFIX}COMMIT_EVERY must be >= 1")
         if self.batch_size < 1 or self.ch_batch < 1:
             raise SettingsError(f"{PREFIX}BATCH_SIZE and {PREFIX}CH_BATCH must be >= 1")
         if self.producer_batch_bytes < 1024:
