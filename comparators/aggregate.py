@@ -34,6 +34,7 @@ import hashlib
 import heapq
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from ddsketch import DDSketch
 from shadowlens.comparators.pairs import Outcome, PairScore
@@ -53,6 +54,14 @@ SIGNAL_KINDS = (
 )
 LENGTH_BINS = 11  # odd: equal lengths (x = 0) fall in the middle bin's centre
 MIN_LENGTH_RATIO = 1e-3  # an empty answer counts as 1/1000 of the primary's length
+
+
+class Later(StrEnum):
+    """A costly score that may follow its pair: the worker sends a pair on before the
+    preference judge or the semantic model has scored it, and the score after it."""
+
+    JUDGMENT = "judgment"  # the judge's verdict (`Aggregate.add_judgment`)
+    SEMANTIC = "semantic"  # the semantic model's similarity (`Aggregate.add_semantic`)
 
 
 def order_key(request_id: str) -> int:
@@ -206,7 +215,7 @@ class Aggregate:
     only_primary_failed: int = 0
     exact_matches: int = 0
     quality_measured: int = 0  # pairs with a quality, counted once whatever their weight
-    quality_unsampled: int = 0  # pairs whose quality was not measured (semantic budget)
+    quality_unsampled: int = 0  # pairs whose quality was not measured (semantic budget, or not yet)
     # signals, over the pairs where both arms' value is known
     refusals: PairedCounts = field(default_factory=PairedCounts)
     truncations: PairedCounts = field(default_factory=PairedCounts)
@@ -307,15 +316,10 @@ class Aggregate:
         if score.exact_match:
             self.exact_matches += 1
         quality = score.quality
-        if score.weight == 0:  # not drawn by the semantic budget: no quality evidence
+        if score.weight == 0:  # not drawn by the semantic budget (or not scored yet)
             self.quality_unsampled += 1
         elif quality is not None:
-            self.quality_measured += 1
-            self.quality.add(quality, score.weight)
-            self.quality_seq.append(quality)
-            self.quality_keys.append(key)
-            self.quality_tasks[score.task] = self.quality_tasks.get(score.task, 0) + 1
-            _keep_top(self.worst_quality, (-quality, score.request_id))
+            self._add_quality(score, quality, key)
         if score.latency_ratio is not None and score.latency_ratio > 0:
             self.log_latency_ratio.add(math.log(score.latency_ratio))
             _keep_top(self.slowest_ratio, (score.latency_ratio, score.request_id))
@@ -325,6 +329,34 @@ class Aggregate:
                 self.latency_keys.append(key)
         self._add_signals(score, key)
         self._add_preference(score, key)
+
+    def _add_quality(self, s: PairScore, quality: float, key: int) -> None:
+        self.quality_measured += 1
+        self.quality.add(quality, s.weight)
+        self.quality_seq.append(quality)
+        self.quality_keys.append(key)
+        self.quality_tasks[s.task] = self.quality_tasks.get(s.task, 0) + 1
+        _keep_top(self.worst_quality, (-quality, s.request_id))
+
+    def add_semantic(self, score: PairScore) -> None:
+        """A semantic score that came after its pair (the worker's encoder runs off the
+        pairing path): the pair was added unscored, weight 0, so counted unsampled; the
+        score moves it from unsampled to measured and adds only its quality. As with
+        `add_judgment`, the merged totals equal those of the pair added scored, whichever
+        window takes the score, and a window that takes one for a pair of a closed window
+        may count fewer unsampled pairs than it holds (below zero)."""
+        quality = score.quality
+        if quality is None or score.weight == 0:
+            return
+        self.quality_unsampled -= 1
+        self._add_quality(score, quality, order_key(score.request_id))
+
+    def add_later(self, score: PairScore, what: Later) -> None:
+        """A score of kind `what` that followed its pair."""
+        if what == Later.JUDGMENT:
+            self.add_judgment(score)
+        else:
+            self.add_semantic(score)
 
     def _add_signals(self, s: PairScore, key: int) -> None:
         """Count the pair's signals; None (not applicable) counts nowhere."""

@@ -25,8 +25,11 @@ replay, a restart or another worker scoring the same pairs draws the same ones. 
   share a mean has that mean too, so its always-valid bound keeps its guarantee with n =
   the measured pairs (never inflated by the weights).
 
-The weight only concerns the costly scores: latency, errors and cost ignore it. Pure: the
-encoder is passed in; no clock, no I/O.
+The weight only concerns the costly scores: latency, errors and cost ignore it. The worker
+sends a batch that needs the model ahead of its scores (`ahead`: every drawn pair
+unmeasured, exact matches too) and the scores after it (`similarities`,
+`with_similarity`), each pairing task within its `Share` of the budget. Pure: the encoder
+is passed in; no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ class Rate(Protocol):
     @property
     def max_pairs_per_s(self) -> float: ...
     @property
-    def burst_pairs(self) -> int: ...
+    def burst_pairs(self) -> float: ...
     @property
     def min_sample_fraction(self) -> float: ...
 
@@ -73,11 +76,32 @@ class SemanticPolicy:
             raise ValueError("semantic.min_sample_fraction must be in (0, 1]")
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One pairing task's part of a budget that `parts` tasks share (the worker: one per
+    events partition): the rate and the burst divided by `parts`, the sample floor as is.
+    Each task keeps its own bucket, so however tasks are spread over workers, all of them
+    together never send the model more than the policy allows."""
+
+    max_pairs_per_s: float
+    burst_pairs: float
+    min_sample_fraction: float
+
+    @classmethod
+    def of(cls, policy: Rate, parts: int) -> Share:
+        return cls(
+            policy.max_pairs_per_s / parts, policy.burst_pairs / parts, policy.min_sample_fraction
+        )
+
+
 class Route(StrEnum):
     SKIP = "skip"  # not a text pair: untouched
     EXACT = "exact"  # drawn, normalised exact match: 1.0 without the model
     EMBED = "embed"  # drawn: the model scores it
     UNSAMPLED = "unsampled"  # not drawn (over budget): weight 0, no semantic score
+
+
+DRAWN = (Route.EXACT, Route.EMBED)
 
 
 def eligible(score: PairScore) -> bool:
@@ -132,9 +156,7 @@ class Plan:
 SALT = b"semantic"
 
 
-def plan_batch(
-    scores: Sequence[PairScore], budget: Budget, policy: SemanticPolicy
-) -> tuple[Plan, Budget]:
+def plan_batch(scores: Sequence[PairScore], budget: Budget, policy: Rate) -> tuple[Plan, Budget]:
     """Route one batch and charge the budget for the pairs sent to the model."""
     if not scores:
         return Plan((), (), 1.0), budget
@@ -156,22 +178,47 @@ def plan_batch(
     return Plan(tuple(scores), routes, p), Budget(budget.allowance - spent, budget.clock_ms)
 
 
-def apply_plan(plan: Plan, similarities: Sequence[float]) -> list[PairScore]:
-    """The batch with semantic scores and weights; `similarities` follow `plan.texts`."""
-    sims = iter(similarities)
-    weight = 1.0 / plan.fraction
-    out = []
-    for score, route in zip(plan.scores, plan.routes, strict=True):
-        if route == Route.EMBED:
-            score = replace(score, semantic_similarity=float(next(sims)), weight=weight)
-        elif route == Route.EXACT:
-            score = replace(score, semantic_similarity=1.0, weight=weight)
-        elif route == Route.UNSAMPLED:
-            score = replace(score, semantic_similarity=None, weight=0.0)
-        out.append(score)
+def similarities(plan: Plan, encoded: Sequence[float]) -> list[float]:
+    """One similarity per drawn pair, in route order: 1.0 for an exact match, the model's
+    for the others; `encoded` follows `plan.texts`."""
+    sims = iter(encoded)
+    out = [1.0 if r == Route.EXACT else float(next(sims)) for r in plan.routes if r in DRAWN]
     if next(sims, None) is not None:
         raise ValueError("more similarities than pairs routed to the model")
     return out
+
+
+def with_similarity(score: PairScore, similarity: float, fraction: float) -> PairScore:
+    """A drawn pair of a sample of share `fraction`, measured: it weighs 1 / `fraction`."""
+    return replace(score, semantic_similarity=similarity, weight=1.0 / fraction)
+
+
+def unmeasured(score: PairScore) -> PairScore:
+    """An eligible pair without a semantic score: weight 0, no quality evidence."""
+    return replace(score, semantic_similarity=None, weight=0.0)
+
+
+def apply_plan(plan: Plan, encoded: Sequence[float]) -> list[PairScore]:
+    """The batch with semantic scores and weights; `encoded` follows `plan.texts`."""
+    sims = iter(similarities(plan, encoded))
+    return [
+        with_similarity(score, next(sims), plan.fraction)
+        if route in DRAWN
+        else unmeasured(score)
+        if route == Route.UNSAMPLED
+        else score
+        for score, route in zip(plan.scores, plan.routes, strict=True)
+    ]
+
+
+def ahead(plan: Plan) -> list[PairScore]:
+    """The batch as it goes out before the model scored it (the worker): every drawn pair,
+    exact matches too, unmeasured until its score follows (`Aggregate.add_semantic`), so a
+    batch whose encode fails leaves no exact-match-only remainder in the measured sample."""
+    return [
+        unmeasured(score) if route in (*DRAWN, Route.UNSAMPLED) else score
+        for score, route in zip(plan.scores, plan.routes, strict=True)
+    ]
 
 
 def tally(scores: Sequence[PairScore]) -> Counter[str]:

@@ -3,8 +3,8 @@
 Windows close on our own event-time watermark, never on the wall clock (Faust's windowed
 tables expire on the wall clock and do not hand the aggregate to `on_window_close`).
 A pair that arrives for a window already closed is not dropped: it goes into the open
-window that holds the watermark and is counted in `late_pairs`. A judgment that comes
-after its pair (`add_judgment`) goes the same way.
+window that holds the watermark and is counted in `late_pairs`. A score that comes after
+its pair (a judgment or a semantic score: `add_later`) goes the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
-from shadowlens.comparators.aggregate import Aggregate
+from shadowlens.comparators.aggregate import Aggregate, Later
 from shadowlens.comparators.pairs import PairScore
 
 
@@ -63,13 +63,13 @@ class TumblingWindows:
         window.late_pairs += late
         self.state[key] = window  # reassign: a Table persists on set
 
-    def add_judgment(self, score: PairScore, watermark_ms: int) -> bool:
-        """A pair's judgment that came after the pair (`Aggregate.add_judgment`), into the
-        window of its event time, or the open one when that closed; True when late. Not a
-        pair: `late_pairs` does not count it."""
+    def add_later(self, score: PairScore, watermark_ms: int, what: Later) -> bool:
+        """A pair's score of kind `what` that came after the pair (`Aggregate.add_later`),
+        into the window of its event time, or the open one when that closed; True when
+        late. Not a pair: `late_pairs` does not count it."""
         key, late = self._place(score, watermark_ms)
         window = self.state.get(key) or WindowState()
-        window.aggregate.add_judgment(score)
+        window.aggregate.add_later(score, what)
         self.state[key] = window
         return late
 

@@ -28,12 +28,13 @@ class ClickHouseSink:
         if len(self._pairs) >= self.batch_size:
             self.flush()
 
-    def judgments(self, scores: Sequence[PairScore]) -> None:
-        """Pairs again, now with their preference judgment: after the rows they replace
-        and in an insert of their own, so the pairs table keeps them (a ReplacingMergeTree
-        keeps the later insert's row when their `inserted_at` ties)."""
+    def later(self, scores: Sequence[PairScore]) -> None:
+        """Pairs again, now with a score that followed them (a preference judgment, a
+        semantic score): after the rows they replace and in an insert of their own, so the
+        pairs table keeps them (a ReplacingMergeTree keeps the later insert's row when
+        their `inserted_at` ties)."""
         self.flush()
-        self._count("judgments", self.store.write_pairs(scores))
+        self._count("later", self.store.write_pairs(scores))
 
     def windows(self, windows: Sequence[ClosedWindow]) -> None:
         self.flush()

@@ -252,10 +252,10 @@ class ClickHouseWriter:
             batch = list(scores)  # the caller may reuse its list before the thread runs
             self._submit(lambda: self._live().pairs(batch), len(batch))
 
-    def judgments(self, scores: Sequence[PairScore]) -> None:
+    def later(self, scores: Sequence[PairScore]) -> None:
         if scores:
             batch = list(scores)
-            self._submit(lambda: self._live().judgments(batch), len(batch))
+            self._submit(lambda: self._live().later(batch), len(batch))
 
     def windows(self, windows: Sequence[ClosedWindow]) -> None:
         if windows:

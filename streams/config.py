@@ -65,6 +65,7 @@ Faust and aiokafka only through `shadowlens.streams.kafka_security`.
 | SHADOWLENS_STATS_INTERVAL_S | 5 | how often the worker logs its counters |
 | SHADOWLENS_REDACT | false | pairs leave the pairing stage with body hashes, not bodies |
 | SHADOWLENS_SEMANTIC | off | semantic similarity of text pairs: off, torch or onnx |
+| SHADOWLENS_SEMANTIC_TIMEOUT_S | 30 | an encode still queued or running after it: batch unsampled |
 | SHADOWLENS_JUDGE | off | preference judge: off, recorded or litellm:MODEL (docs/preference.md) |
 | SHADOWLENS_JUDGE_DATA | ../shared/data/alpaca_eval_judge | recorded judgments (annotation files) |
 | SHADOWLENS_JUDGE_API_BASE | (provider's) | endpoint of the litellm judge |
@@ -152,6 +153,7 @@ class Settings:
     stats_interval_s: float = 5.0
     redact: bool = False
     semantic: str = "off"
+    semantic_timeout_s: float = 30.0
     judge: str = "off"
     judge_data: Path = Path("../shared/data/alpaca_eval_judge")
     judge_api_base: str = ""
@@ -186,6 +188,7 @@ class Settings:
             "stats_interval_s",
             "ch_retry_initial_s",
             "command_max_age_s",
+            "semantic_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{PREFIX}{name.upper()} must be > 0")

@@ -7,9 +7,9 @@ watermarks every pairing task publishes. Per pairs partition (a task):
   a changelogged table) and to ClickHouse; windows and the judge take the experiments and
   segments within ``policy.limits`` (`shadowlens.pipeline.cardinality`: the admitted names
   are part of the task's state, the overflow is counted);
-* a ``judgment`` record (a pair's preference judgment, which the pairing side sends after
-  the pair) adds only the judgment to the windows, and replaces the pair's row in
-  ClickHouse;
+* a ``judgment`` or ``semantic`` record (a pair's preference judgment or semantic score,
+  which the pairing side sends after the pair: `shadowlens.streams.later`) adds only that
+  score to the windows, and replaces the pair's row in ClickHouse;
 * the task's watermark is the *minimum* over the pairing tasks' latest watermarks, known
   only once every one of them has reported; windows close on it, never on the wall clock;
 * closed windows are judged (`judge.decide.decide`, through `job.judging.Judging`
@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from faust.types import TP
+from shadowlens.comparators.aggregate import Later
 from shadowlens.comparators.pairs import PairScore
 from shadowlens.job.judging import Judging
 from shadowlens.job.redaction import redact_letter
@@ -73,7 +74,7 @@ from shadowlens.streams.task_state import (
 )
 from shadowlens.streams.wire import (
     END_MS,
-    JUDGMENT,
+    LATER,
     PAIRS,
     WATERMARK,
     Watermark,
@@ -90,6 +91,7 @@ log = logging.getLogger(__name__)
 
 _SEP = "\x1f"
 COMMAND_REFUSED = "command_refused"  # the dead-letter reason of a refused command
+_LATER_COUNTS = {Later.JUDGMENT: "judgments", Later.SEMANTIC: "semantic_scores"}  # stats
 
 
 def window_key_str(key: WindowKey) -> str:
@@ -115,12 +117,12 @@ class Outputs:
         for sink in self.sinks:
             sink.pairs(scores)
 
-    def judgments(self, scores: Sequence[PairScore]) -> None:
-        """Pairs that went out before their judgment, with it: the judged row to
-        ClickHouse, the outcome to the metrics (the pair itself was counted already)."""
-        self.writer.judgments(scores)
+    def later(self, scores: Sequence[PairScore], what: Later) -> None:
+        """Pairs that went out before their score of kind `what`, with it: the row to
+        ClickHouse, the score to the metrics (the pair itself was counted already)."""
+        self.writer.later(scores)
         if self.metrics is not None:
-            self.metrics.judgments(scores)
+            self.metrics.later(scores, what)
 
     def windows(self, windows: Sequence[ClosedWindow]) -> None:
         for sink in self.sinks:
@@ -362,28 +364,29 @@ class JudgingStage:
                     task.windows.add(score, placement)
                 self._count_overflow(overflowed)
                 scores += batch_scores
-            elif kind == JUDGMENT:
-                self.outputs.pairs(scores)  # the rows a judgment replaces go first
+            elif kind in LATER:
+                self.outputs.pairs(scores)  # the rows a later score replaces go first
                 scores.clear()
-                self._judgments(task, decode_pairs(msg.value))
+                self._later(task, LATER[kind], decode_pairs(msg.value))
             else:
                 self.counts["unknown_records"] += 1
         self.outputs.pairs(scores)
         await self._send_decisions()
         await produce(self.app, task.changelog())
 
-    def _judgments(self, task: JudgingTask, judged: list[PairScore]) -> None:
-        """Pairs again with the judgment they went out without: only the judgment goes
-        into the windows, placed as their pairs were (the limits admitted or refused the
-        same names then: they only ever admit more), into the open window when their own
-        has closed (counted)."""
-        self.counts["judgments"] += len(judged)
+    def _later(self, task: JudgingTask, what: Later, rows: list[PairScore]) -> None:
+        """Pairs again with a score of kind `what` they went out without: only that score
+        goes into the windows, placed as their pairs were (the limits admitted or refused
+        the same names then: they only ever admit more), into the open window when their
+        own has closed (counted)."""
+        name = _LATER_COUNTS[what]
+        self.counts[name] += len(rows)
         placement = task.placement_ms()
-        placed, _ = task.cardinality.place(judged)  # the overflow was counted with the pair
-        self.counts["judgments_late"] += sum(
-            task.windows.add_judgment(score, placement) for score in placed
+        placed, _ = task.cardinality.place(rows)  # the overflow was counted with the pair
+        self.counts[f"{name}_late"] += sum(
+            task.windows.add_later(score, placement, what) for score in placed
         )
-        self.outputs.judgments(judged)
+        self.outputs.later(rows, what)
 
     def _count_overflow(self, overflowed: Overflowed) -> None:
         """Pairs beyond `policy.limits`: counted here, in metrics and (from the pairs and

@@ -14,8 +14,8 @@ conventions: a ``shadowlens_`` prefix, ``_total`` counters, base units (``_secon
 
 The pipeline feeds it through `MetricsSink` (a `shadowlens.job.sinks.Sink`, so it sits in a
 `Tee` next to ClickHouse); the worker also calls `Metrics.set_consumer_lag`,
-`Metrics.observe_heartbeat` and `Metrics.observe_shed`, and `Metrics.watch_store` reads the
-ClickHouse writer's state at scrape time::
+`Metrics.observe_heartbeat`, `Metrics.observe_shed` and `Metrics.observe_semantic_degraded`,
+and `Metrics.watch_store` reads the ClickHouse writer's state at scrape time::
 
     metrics = Metrics()
     metrics.start_http_server(9464)            # 127.0.0.1 unless addr says otherwise
@@ -40,6 +40,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import start_http_server as _start_http_server
+from shadowlens.comparators.aggregate import Later
 from shadowlens.comparators.pairs import Outcome, PairScore
 from shadowlens.judge.verdicts import Action, Decision, Phase
 from shadowlens.pipeline.windows import ClosedWindow
@@ -208,6 +209,13 @@ class Metrics:
         "Share of the last closed window's pairs with a quality that the semantic "
         "budget measured (1 without sampling).",
         BY_COMPARISON,
+    )
+    semantic_degraded = Family(
+        Counter,
+        "shadowlens_semantic_degraded_total",
+        "Pairs drawn for the semantic model that stayed unsampled because their batch's "
+        "encode timed out (SHADOWLENS_SEMANTIC_TIMEOUT_S) or failed, by reason.",
+        ("reason",),
     )
     divergence = Family(
         Histogram,
@@ -385,20 +393,29 @@ class Metrics:
                 self.failures.labels(exp, seg, s.comparison).inc()
             self._observe_signals(exp, seg, s)
             self._observe_preference(exp, seg, s)
-            quality = s.quality
-            if quality is not None and math.isfinite(quality):
-                divergence = min(1.0, max(0.0, 1.0 - quality))
-                self.divergence.labels(exp, seg, s.comparison).observe(divergence)
+            self._observe_quality(exp, seg, s)
             ratio = s.latency_ratio
             if ratio is not None and math.isfinite(ratio):
                 self.latency_ratio.labels(exp, seg, s.comparison).observe(ratio)
             self._observe_latency(exp, seg, s)
 
-    def observe_judgments(self, scores: Iterable[PairScore]) -> None:
-        """Count the judge's outcomes for pairs that went out before them (`late`)."""
+    def observe_later(self, scores: Iterable[PairScore], what: Later) -> None:
+        """Count the scores of kind `what` of pairs that went out before them: the judge's
+        outcome (the pair was counted `late`) or the quality (the pair had none)."""
+        observe = self._observe_preference if what == Later.JUDGMENT else self._observe_quality
         for s in scores:
             exp, seg = self._labels(s.experiment, s.segment)
-            self._observe_preference(exp, seg, s)
+            observe(exp, seg, s)
+
+    def observe_semantic_degraded(self, reason: str, pairs: int) -> None:
+        """`pairs` drawn for the semantic model stayed unsampled (`reason`: timeout, error)."""
+        self.semantic_degraded.labels(reason).inc(pairs)
+
+    def _observe_quality(self, exp: str, seg: str, s: PairScore) -> None:
+        quality = s.quality
+        if quality is not None and math.isfinite(quality):
+            divergence = min(1.0, max(0.0, 1.0 - quality))
+            self.divergence.labels(exp, seg, s.comparison).observe(divergence)
 
     def _observe_signals(self, exp: str, seg: str, s: PairScore) -> None:
         for arm, refused, truncated in (
@@ -524,8 +541,8 @@ class MetricsSink:
     def pairs(self, scores: Sequence[PairScore]) -> None:
         self.metrics.observe_pairs(scores)
 
-    def judgments(self, scores: Sequence[PairScore]) -> None:
-        self.metrics.observe_judgments(scores)
+    def later(self, scores: Sequence[PairScore], what: Later) -> None:
+        self.metrics.observe_later(scores, what)
 
     def windows(self, windows: Sequence[ClosedWindow]) -> None:
         self.metrics.observe_windows(windows)

@@ -10,9 +10,9 @@ p of both is task p). For each record, in partition order:
   repartition topic, keyed by its request id;
 * otherwise it joins its request in the pairing table through `shadowlens.pipeline.pairing.Pairer`;
   pairs, orphans and split singles are scored (`shadowlens.comparators.pairs`) and produced to
-  ``shadow.pairs`` keyed by experiment; the preference judge's verdicts follow them as
-  ``judgment`` records, collected with the task's next batch or timer run
-  (`shadowlens.streams.preference_stage.PreferenceStage`): the judge never holds a batch.
+  ``shadow.pairs`` keyed by experiment; the semantic model's scores and the preference
+  judge's verdicts follow them as ``semantic`` and ``judgment`` records, collected with the
+  task's next batch or timer run (`shadowlens.streams.later`): neither holds a batch.
 
 Each event read from the events topic is first checked against its partition's progress
 (`shadowlens.pipeline.progress`, with the wall clock): one dated too far ahead, or with a
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from faust.types import TP
+from shadowlens.comparators.cascade import Budget
 from shadowlens.comparators.pairs import PairScore
 from shadowlens.job.redaction import redact_score
 from shadowlens.job.scoring import Scorer, pairing_config
@@ -53,6 +54,7 @@ from shadowlens.schemas.events import (
 from shadowlens.schemas.markers import END_OF_INPUT, TYPE_HEADER
 from shadowlens.streams.codec import check_storable, decode_pending, encode_pending
 from shadowlens.streams.config import Settings
+from shadowlens.streams.later import FollowUps
 from shadowlens.streams.metrics import Metrics
 from shadowlens.streams.preference_stage import JudgeSettings, PreferenceStage
 from shadowlens.streams.semantic_stage import SemanticStage
@@ -66,7 +68,6 @@ from shadowlens.streams.task_state import (
 )
 from shadowlens.streams.wire import (
     END_MS,
-    JUDGMENT,
     PAIRS,
     WATERMARK,
     Watermark,
@@ -122,6 +123,14 @@ class PairingTask:
         self.swept_ms = int(self.meta.get("swept", 0))
         self.published: dict[str, int] = {}
         self.published_at = 0.0
+        # this task's share of the semantic budget: kept, so a restart or another owner
+        # goes on with the same bucket, not a full one
+        saved = self.meta.get("semantic_budget")
+        self.semantic_budget: Budget | None = (
+            None if stage.semantic is None
+            else Budget(*saved) if saved
+            else stage.semantic.full_budget()
+        )  # fmt: skip
         stage.positions.resume(self.meta.get("offsets", {}))
 
     def score(self, matched: Matched) -> list[PairScore]:
@@ -186,6 +195,11 @@ class PairingTask:
         self.meta["forward"] = {str(q): v for q, v in self.forward.items()}
         self.meta["ended"] = self.ended
         self.meta["swept"] = self.swept_ms
+        if self.semantic_budget is not None:
+            self.meta["semantic_budget"] = [
+                self.semantic_budget.allowance,
+                self.semantic_budget.clock_ms,
+            ]
 
 
 Done = tuple[PairingTask, list[Record], list[PairScore]]  # a task's batch: records, scores
@@ -214,7 +228,16 @@ class PairingStage:
         self.meta = task_table(app, "pairing-meta", events_partitions)
         self.tasks: dict[int, PairingTask] = {}
         self.counts: Counter[str] = Counter()
-        self.semantic = SemanticStage.build(settings.semantic, policy, self.counts)
+        self.later = FollowUps(self.counts)
+        self.semantic = SemanticStage.build(
+            settings.semantic,
+            policy,
+            self.counts,
+            self.later,
+            events_partitions,
+            settings.semantic_timeout_s,
+            metrics,
+        )
         judging = JudgeSettings(
             settings.judge,
             settings.judge_data,
@@ -223,7 +246,7 @@ class PairingStage:
             allow_self=settings.judge_allow_self,
             max_pending=settings.judge_max_pending,
         )
-        self.preference = PreferenceStage.build(judging, policy, self.counts)
+        self.preference = PreferenceStage.build(judging, policy, self.counts, self.later)
         self.events_by_partition: Counter[int] = Counter()
         self.first_event_at: float | None = None
         # Without transactions nothing writes markers into these: an offset gap is a loss.
@@ -272,8 +295,7 @@ class PairingStage:
         self.positions.keep(assigned)
         for p in sorted(set(self.tasks) - mine):
             del self.tasks[p]
-            if self.preference is not None:
-                self.preference.drop(p)
+            self.later.drop(p)
             self.pending.forget_partition(p)
             self.meta.forget_partition(p)
 
@@ -401,7 +423,7 @@ class PairingStage:
         offsets that let a restart skip its input). Each record goes out in its task's
         transaction; the broker is waited for three times per batch, not per task."""
         outputs = [
-            (task.tp, sends + await self._pair_records(task, scores) + self._watermarks(task))
+            (task.tp, sends + self._pair_records(task, scores) + self._watermarks(task))
             for task, sends, scores in done
         ]
         await produce_tasks(self.app, outputs)
@@ -411,18 +433,22 @@ class PairingStage:
             task.remember(self.positions)
         await produce_tasks(self.app, [(task.tp, changelog(task.meta)) for task in tasks])
 
-    async def _pair_records(self, task: PairingTask, scores: list[PairScore]) -> list[Record]:
+    def _pair_records(self, task: PairingTask, scores: list[PairScore]) -> list[Record]:
         """Scored pairs as ``shadow.pairs`` records, keyed by experiment, then the task's
-        judgments that have come back (`PreferenceStage`: the judge never holds a batch)."""
-        if self.semantic is not None:  # before redaction: it reads the bodies
-            scores = await self.semantic.enrich(scores)
-        judged: list[PairScore] = []
+        semantic scores and judgments that have come back (`shadowlens.streams.later`:
+        neither the model nor the judge holds a batch)."""
+        if self.semantic is not None and task.semantic_budget is not None:  # reads the bodies
+            scores, task.semantic_budget = self.semantic.enrich(
+                scores, task.partition, task.semantic_budget
+            )
         if self.preference is not None:  # so does the judge
             scores = self.preference.enrich(scores, task.partition)
-            judged = self.preference.finished(task.partition)
         for score in scores:
             self.counts[f"pairs.{score.outcome}"] += 1
-        return self._records(scores, _PAIRS_H) + self._records(judged, _JUDGMENT_H)
+        records = self._records(scores, _PAIRS_H)
+        for what, rows in self.later.finished(task.partition):
+            records += self._records(rows, [(TYPE_HEADER, what.encode())])
+        return records
 
     def _records(self, scores: list[PairScore], headers: list[tuple[str, bytes]]) -> list[Record]:
         s = self.settings
@@ -446,7 +472,7 @@ class PairingStage:
         stale = time.monotonic() - task.published_at > REPUBLISH_S
         out: list[Record] = []
         pairs_partitions = range(self.pairs_partitions)
-        judging = self.preference is not None and self.preference.waiting(task.partition)
+        scoring = self.later.waiting(task.partition)
         targets = (
             ("pairs", task.progress_ms(), s.topic_pairs, pairs_partitions),
             ("forward", task.forward_progress(), s.topic_repartition, task.others),
@@ -454,8 +480,8 @@ class PairingStage:
         for name, progress, topic, partitions in targets:
             if task.published.get(name) == progress and not stale:
                 continue
-            if name == "pairs" and progress == END_MS and judging:
-                continue  # judgments to come: the windows may not all close yet
+            if name == "pairs" and progress == END_MS and scoring:
+                continue  # scores to come: the windows may not all close yet
             task.published[name] = progress
             mark = Watermark(task.partition, self.partitions, progress)
             value = mark.encode()
@@ -469,6 +495,13 @@ class PairingStage:
         for task in self.tasks.values():
             task.follow_if_idle(self.settings.idle_after_s)
         await self._emit([(task, [], self._advance(task)) for task in list(self.tasks.values())])
+
+    def stop(self) -> None:
+        """The worker is stopping: scores in flight are lost (`FollowUps.stop`)."""
+        self.later.stop()
+        for stage in (self.semantic, self.preference):
+            if stage is not None:
+                stage.stop()
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -499,4 +532,3 @@ def _held(doc: dict[str, str | None] | None) -> tuple[Event, Source] | None:
 
 _PAIRS_H = [(TYPE_HEADER, PAIRS)]
 _WATERMARK_H = [(TYPE_HEADER, WATERMARK)]
-_JUDGMENT_H = [(TYPE_HEADER, JUDGMENT)]

@@ -11,9 +11,10 @@ model (`shadowlens.streams.judge_litellm`).
 concurrently in a thread pool: it is the replay's enrich hook, and waits for its calls.
 `PreferenceStage` is the worker's, and never waits: it plans on the event loop (cheap),
 sends the pair on at once, unjudged (`Skip.LATE`, which the windows count as unjudged),
-and the call to the pool. The pairing task that sent the pair collects the finished
-judgment with its next batch or timer run (`finished`) and produces it as a ``judgment``
-record in its own transaction; the judging side moves the pair from unjudged to judged
+and the call to the pool (`shadowlens.streams.later.FollowUps`, shared with the semantic
+model). The pairing task that sent the pair collects the finished judgment with its next
+batch or timer run and produces it as a ``judgment`` record in its own transaction; the
+judging side moves the pair from unjudged to judged
 (`comparators.aggregate.Aggregate.add_judgment`). A call still running when the worker
 stops or loses the task is lost: its pair stays unjudged, counted, never guessed. At most
 `max_pending` calls are in flight; a pair drawn beyond that goes out as `Skip.BUSY`.
@@ -26,11 +27,14 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import orjson
+from shadowlens.comparators.aggregate import Later
 from shadowlens.comparators.pairs import PairScore
 from shadowlens.comparators.preference import (
+    Judged,
     JudgeOutcome,
     PreferenceJudge,
     RecordedJudge,
@@ -49,6 +53,7 @@ from shadowlens.comparators.preference_budget import (
     with_outcome,
 )
 from shadowlens.judge.policy import Policy
+from shadowlens.streams.later import FollowUps, Update, Work, pair_key
 
 DEFAULT_JUDGE_DATA = Path("../shared/data/alpaca_eval_judge")
 LITELLM = "litellm:"
@@ -168,81 +173,50 @@ def _outcome(call: Future[JudgeOutcome]) -> JudgeOutcome:
     return Skip.ERROR if call.exception() is not None else call.result()
 
 
-@dataclass(frozen=True, slots=True)
-class InFlight:
-    """A judge call whose pair went out unjudged."""
-
-    score: PairScore  # as it went out
-    fraction: float  # its sample's share: the verdict weighs 1 / fraction
-    call: Future[JudgeOutcome]
-
-
 class PreferenceStage:
-    """The worker's judge step: pairs go out at once, judgments follow per task."""
+    """The worker's judge step: pairs go out at once, judgments follow per task
+    (`shadowlens.streams.later.FollowUps`)."""
 
-    def __init__(self, step: PreferenceStep, counts: Counter[str], max_pending: int) -> None:
+    def __init__(
+        self, step: PreferenceStep, counts: Counter[str], later: FollowUps, max_pending: int
+    ) -> None:
         self.step = step
         self.counts = counts
+        self.later = later
         self.max_pending = max_pending
-        self.in_flight: dict[int, list[InFlight]] = {}  # pairing task -> its calls
 
     @classmethod
     def build(
-        cls, settings: JudgeSettings, policy: Policy, counts: Counter[str]
+        cls, settings: JudgeSettings, policy: Policy, counts: Counter[str], later: FollowUps
     ) -> PreferenceStage | None:
         step = PreferenceStep.build(settings, policy)
-        return None if step is None else cls(step, counts, settings.max_pending)
-
-    @property
-    def pending(self) -> int:
-        return sum(len(calls) for calls in self.in_flight.values())
+        return None if step is None else cls(step, counts, later, settings.max_pending)
 
     def enrich(self, scores: list[PairScore], task: int) -> list[PairScore]:
         """`scores` as they go out now: those routed to the judge unjudged (`Skip.LATE`),
         their calls started for `task` to collect."""
         plan = self.step.plan(scores)
         at = [i for i, route in enumerate(plan.routes) if route == Route.JUDGE]
-        room = max(0, self.max_pending - self.pending)
+        room = max(0, self.max_pending - self.later.in_flight(Later.JUDGMENT))
         out = self.step.finish(plan, [Skip.LATE if n < room else Skip.BUSY for n in range(len(at))])
-        calls = self.in_flight.setdefault(task, [])
         for i, item in zip(at[:room], plan.items, strict=False):
             call = self.step.pool.submit(self.step.judge, item)
-            calls.append(InFlight(out[i], plan.fraction, call))
+            settle = partial(self._settle, plan.fraction)
+            self.later.start(task, Work(Later.JUDGMENT, (pair_key(out[i]),), call, settle))
+        self.later.sent(task, out)
         self.counts.update(tally(out))
         return out
 
-    def finished(self, task: int) -> list[PairScore]:
-        """`task`'s pairs whose calls have finished, with their outcomes, paid for; the
-        task must produce them (in its transaction) or they are lost."""
-        done: list[InFlight] = []
-        running: list[InFlight] = []
-        for c in self.in_flight.get(task, []):
-            (done if c.call.done() else running).append(c)
-        if not done:
-            return []
-        self.in_flight[task] = running
-        outcomes = [_outcome(c.call) for c in done]
-        self.step.spend = self.step.spend.charged(outcomes)
-        judged = [with_outcome(c.score, o, c.fraction) for c, o in zip(done, outcomes, strict=True)]
-        for name, n in tally(judged).items():
-            self.counts[name.replace("preference.", "judgments.", 1)] += n
-        return judged
-
-    def waiting(self, task: int) -> bool:
-        """Whether `task` has calls in flight (its input may not be declared over yet)."""
-        return bool(self.in_flight.get(task))
+    def _settle(self, fraction: float, call: Future[JudgeOutcome] | None) -> list[Update]:
+        """A finished call's outcome, paid for and counted, as its pair's update."""
+        assert call is not None  # judge calls have no deadline: the live judge times out
+        outcome = _outcome(call)
+        self.step.spend = self.step.spend.charged([outcome])
+        judged = isinstance(outcome, Judged)
+        self.counts["judgments.judged" if judged else f"judgments.{outcome}"] += 1
+        return [partial(with_outcome, outcome=outcome, fraction=fraction)]
 
     def stop(self) -> None:
-        """The worker is stopping: calls not started are not made, and the judgments of
-        those running are lost like any in flight (the process still waits for the running
-        ones, each at most its attempts' timeouts, before it exits)."""
-        for task in list(self.in_flight):
-            self.drop(task)
+        """The worker is stopping: calls not started are not made (the process still waits
+        for the running ones, each at most its attempts' timeouts, before it exits)."""
         self.step.pool.shutdown(wait=False, cancel_futures=True)
-
-    def drop(self, task: int) -> None:
-        """`task` went to another worker: its calls' judgments are lost (its pairs stay
-        unjudged); calls not started yet are not made."""
-        for c in self.in_flight.pop(task, []):
-            c.call.cancel()
-            self.counts["judgments.lost"] += 1

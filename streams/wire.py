@@ -6,11 +6,12 @@
 * ``shadow.pairs`` records, told apart by the ``shadowlens-type`` header:
   ``pairs`` (a JSON array of scored `PairScore`s of one experiment, keyed by it; many per
   record, up to `PAIRS_RECORD_BYTES`, because a Kafka record costs far more to move than
-  its bytes), ``judgment`` (the same, for pairs that went out before their preference
-  judgment: each again with its judge's outcome, sent by the pairing task that sent it)
+  its bytes), ``judgment`` and ``semantic`` (the same, for pairs that went out before
+  their preference judgment or their semantic score: each again with every score that
+  followed it so far, sent by the pairing task that sent it; `shadowlens.streams.later`)
   and ``watermark`` (a pairing partition's event-time progress, sent to every pairs
-  partition). A task that has ended its input holds its end watermark back while its
-  judgments are in flight.
+  partition). A task that has ended its input holds its end watermark back while such
+  scores are in flight.
 * ``shadow.events`` may carry an ``end-of-input`` marker (sent by `shadowlens publish
   --end-marker` to every partition): a finite replay is over, close everything.
 * ``shadow.deadletter``: the original bytes as the value, unchanged, and the reason,
@@ -26,12 +27,15 @@ from typing import Any
 
 import orjson
 from aiokafka.partitioner import murmur2
+from shadowlens.comparators.aggregate import Later
 from shadowlens.comparators.pairs import Outcome, PairScore
 from shadowlens.schemas.events import DeadLetter
 from shadowlens.schemas.markers import TYPE_HEADER
 
 PAIRS = b"pairs"
-JUDGMENT = b"judgment"
+JUDGMENT = Later.JUDGMENT.encode()
+SEMANTIC = Later.SEMANTIC.encode()
+LATER = {JUDGMENT: Later.JUDGMENT, SEMANTIC: Later.SEMANTIC}  # record type -> what followed
 WATERMARK = b"watermark"
 END_MS = 2**62  # the watermark of a partition whose input has ended
 

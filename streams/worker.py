@@ -36,7 +36,6 @@ def run_worker(settings: Settings, policy: Policy) -> None:
     try:
         runner.execute_from_commandline()
     finally:
-        if worker.pairing.preference is not None:
-            worker.pairing.preference.stop()
+        worker.pairing.stop()
         worker.judging.writer.shutdown()
         worker.log_stats()

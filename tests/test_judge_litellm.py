@@ -16,6 +16,7 @@ from dataclasses import replace
 import pytest
 from shadowlens.cli.app import app
 from shadowlens.cli.exit_codes import ExitCode
+from shadowlens.comparators.aggregate import Later
 from shadowlens.comparators.cost import Price
 from shadowlens.comparators.pairs import PairScore, score_pair
 from shadowlens.comparators.preference import Judged, JudgeItem, RecordedJudgments, Skip
@@ -23,6 +24,7 @@ from shadowlens.judge.policy import load_policy
 from shadowlens.replay.faults import Faults
 from shadowlens.replay.run import TrafficSpec, built_payloads, run_replay
 from shadowlens.streams.judge_litellm import MAX_TOKENS, LiteLLMJudge
+from shadowlens.streams.later import FollowUps
 from shadowlens.streams.preference_stage import (
     JudgeSettings,
     PreferenceStage,
@@ -165,7 +167,13 @@ def test_the_worker_stage_never_waits_and_hands_each_judgment_to_its_task(
     slow = stub_factory(SMALL, delay_s=0.6)
     step = PreferenceStep(live(slow.start()), load_policy().preference.budget, concurrency=4)
     counts: Counter[str] = Counter()
-    stage = PreferenceStage(step, counts, max_pending=1)
+    later = FollowUps(counts)
+    stage = PreferenceStage(step, counts, later, max_pending=1)
+
+    def finished(task: int) -> list[PairScore]:
+        runs = later.finished(task)
+        assert all(what == Later.JUDGMENT for what, _ in runs)
+        return [score for _, rows in runs for score in rows]
 
     def batch(rid: str) -> list[PairScore]:
         primary = event(rid, start=1_700_000_000_000, text="Paris.")
@@ -177,9 +185,9 @@ def test_the_worker_stage_never_waits_and_hands_each_judgment_to_its_task(
     assert time.perf_counter() - started < 0.3  # the stage did not wait for the judge
     assert late.preference is None and late.preference_skip == "late"
     assert busy.preference is None and busy.preference_skip == "busy"
-    assert stage.finished(0) == [] and stage.waiting(0) and not stage.waiting(1)
+    assert finished(0) == [] and later.waiting(0) and not later.waiting(1)
     deadline = time.monotonic() + 20
-    while not (judged := stage.finished(0)) and time.monotonic() < deadline:
+    while not (judged := finished(0)) and time.monotonic() < deadline:
         time.sleep(0.05)
     (verdict,) = judged
     assert time.perf_counter() - started >= 2 * 0.6  # both orders, each answered slowly
@@ -191,6 +199,6 @@ def test_the_worker_stage_never_waits_and_hands_each_judgment_to_its_task(
         preference_skip=None,
         judge_cost_usd=verdict.judge_cost_usd,
     )
-    assert not stage.waiting(0) and stage.finished(0) == [] and stage.finished(1) == []
+    assert not later.waiting(0) and finished(0) == [] and finished(1) == []
     assert counts == {"preference.late": 1, "preference.busy": 1, "judgments.judged": 1}
     assert step.spend.total_usd == verdict.judge_cost_usd  # paid when it came back

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-from shadowlens.comparators.aggregate import Aggregate
+from shadowlens.comparators.aggregate import Aggregate, Later
 from shadowlens.comparators.pairs import Outcome, score_pair
 from shadowlens.job.pipeline import Pipeline
 from shadowlens.job.sinks import MemorySink, Tee
@@ -310,11 +310,12 @@ def test_a_judgment_that_follows_its_pair_counts_its_outcome_not_the_pair() -> N
     ahead = replace(base, preference_skip="late")
     metrics = Metrics()
     MetricsSink(metrics).pairs([ahead, replace(ahead, request_id="b")])
-    MetricsSink(metrics).judgments(
+    MetricsSink(metrics).later(
         [
             replace(ahead, preference=1.0, preference_skip=None, judge_cost_usd=0.002),
             replace(ahead, request_id="b", preference_skip="error"),
-        ]
+        ],
+        Later.JUDGMENT,
     )
     samples = scrape(metrics)
     assert total(samples, NAMES.pairs, experiment="exp") == 2  # each pair once
@@ -323,3 +324,20 @@ def test_a_judgment_that_follows_its_pair_counts_its_outcome_not_the_pair() -> N
     assert total(samples, NAMES.preference_unjudged, reason="late") == 2
     assert total(samples, NAMES.preference_unjudged, reason="error") == 1
     assert math.isclose(total(samples, NAMES.judge_spend, experiment="exp"), 0.002)
+
+
+def test_a_semantic_score_that_follows_its_pair_is_measured_once() -> None:
+    base = score_pair(event("a", text="the sky is blue"), event("a", "candidate"), {})
+    ahead = replace(base, semantic_similarity=None, weight=0.0)  # sent before its score
+    metrics = Metrics()
+    MetricsSink(metrics).pairs([ahead])
+    assert total(scrape(metrics), NAMES.divergence + "_count") == 0  # no quality yet
+    MetricsSink(metrics).later(
+        [replace(ahead, semantic_similarity=0.75, weight=2.0)], Later.SEMANTIC
+    )
+    metrics.observe_semantic_degraded("timeout", 3)
+    samples = scrape(metrics)
+    assert total(samples, NAMES.pairs, experiment="exp") == 1
+    assert total(samples, NAMES.divergence + "_count") == 1
+    assert math.isclose(total(samples, NAMES.divergence + "_sum"), 0.25)
+    assert total(samples, NAMES.semantic_degraded, reason="timeout") == 3

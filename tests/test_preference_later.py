@@ -1,13 +1,13 @@
 """A judgment that comes after its pair (the worker's judge never holds a batch): the pair
 goes into its window unjudged (`late`), the judgment alone follows it
-(`Aggregate.add_judgment`, `TumblingWindows.add_judgment`); merged, the evidence is what
+(`Aggregate.add_judgment`, `TumblingWindows.add_later`); merged, the evidence is what
 the pairs judged in place make, whichever window the judgment lands in."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from shadowlens.comparators.aggregate import Aggregate, merged
+from shadowlens.comparators.aggregate import Aggregate, Later, merged
 from shadowlens.comparators.pairs import PairScore, score_pair
 from shadowlens.comparators.preference import Judged, JudgeOutcome, Skip
 from shadowlens.comparators.preference_budget import (
@@ -105,7 +105,7 @@ def test_a_judgment_whose_window_closed_goes_to_the_open_one_and_the_sums_stay_e
     first = windows.advance(T0 + SIZE_MS)  # the first window closes before any judgment
     assert len(first) == 1 and first[0].aggregate.preference_judged == 0
     watermark = T0 + SIZE_MS
-    late = [windows.add_judgment(score, watermark) for score in later]
+    late = [windows.add_later(score, watermark, Later.JUDGMENT) for score in later]
     mine = first + windows.flush()
     theirs = reference.flush()
     assert any(late) and not all(late)  # some landed in their own window, some were late

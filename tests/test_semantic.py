@@ -392,8 +392,7 @@ def test_worker_scores_semantic_similarity_off_the_event_loop(
 ):
     from shadowlens.replay.faults import Faults
     from shadowlens.replay.run import TrafficSpec, built_payloads
-    from shadowlens.schemas.markers import TYPE_HEADER
-    from shadowlens.streams.wire import PAIRS, decode_pairs
+    from shadowlens.streams.wire import PAIRS, SEMANTIC, decode_pairs, record_type
 
     from tests.stream_harness import (
         WorkerProcess,
@@ -417,14 +416,14 @@ def test_worker_scores_semantic_similarity_off_the_event_loop(
     worker = WorkerProcess(env, tmp_path / "worker.log")
 
     def pairs_produced() -> list:
-        records = read_topic(kafka_bootstrap, topics.pairs, committed=False)
-        scores = [
-            s
-            for r in records
-            if dict(r.headers or ()).get(TYPE_HEADER) == PAIRS
+        """Each pair's last row: as it went out, or with the score that followed it."""
+        latest = {
+            s.request_id: s
+            for r in read_topic(kafka_bootstrap, topics.pairs)
+            if record_type(r.headers) in (PAIRS, SEMANTIC)
             for s in decode_pairs(r.value)
-        ]
-        return scores if len(scores) >= SEMANTIC_REQUESTS else []
+        }
+        return list(latest.values()) if len(latest) >= SEMANTIC_REQUESTS else []
 
     def counted() -> dict:
         stats = worker.stats()
@@ -432,8 +431,8 @@ def test_worker_scores_semantic_similarity_off_the_event_loop(
         return stats if seen >= SEMANTIC_REQUESTS else {}
 
     try:
-        scores = wait_for(pairs_produced, timeout=120, what="every pair", workers=[worker])
-        stats = wait_for(counted, timeout=10, what="the semantic counters", workers=[worker])
+        stats = wait_for(counted, timeout=120, what="every pair scored", workers=[worker])
+        scores = wait_for(pairs_produced, timeout=10, what="every pair", workers=[worker])
     finally:
         code = worker.stop()
     assert code == 0, worker.tail()

@@ -211,6 +211,7 @@ def test_migrate_creates_every_table_and_is_idempotent(tmp_path: Path) -> None:
         "0009_preference",
         "0010_window_preference",
         "0011_window_unjudged_signed",
+        "0012_window_unsampled_signed",
     ]
     with Store.open(dsn) as store:
         assert store.migrate() == names

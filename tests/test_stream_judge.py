@@ -31,7 +31,7 @@ from shadowlens.replay.run import TrafficSpec, built_payloads, run_replay
 from shadowlens.schemas.events import decode_event
 from shadowlens.store.client import Store
 from shadowlens.streams.preference_stage import JudgeSettings, PreferenceStep, load_recorded
-from shadowlens.streams.wire import JUDGMENT, PAIRS, decode_pairs, record_type
+from shadowlens.streams.wire import JUDGMENT, LATER, PAIRS, decode_pairs, record_type
 
 from tests.builders import SHARED_DATA
 from tests.judge_stub import JudgeStub
@@ -108,11 +108,11 @@ def request_id(payload: bytes) -> str:
 
 
 def pairs_records(bootstrap: str, topic: str) -> list[tuple[bytes | None, int, list[Any]]]:
-    """(record type, producer timestamp ms, scores) of every pairs/judgment record."""
+    """(record type, producer timestamp ms, scores) of every pairs/judgment/semantic record."""
     out = []
     for r in read_topic(bootstrap, topic):
         kind = record_type(r.headers)
-        if kind in (PAIRS, JUDGMENT):
+        if kind == PAIRS or kind in LATER:
             out.append((kind, r.timestamp, decode_pairs(r.value)))
     return out
 
