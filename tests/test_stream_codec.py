@@ -319,6 +319,7 @@ def _pairing_task(  # type: ignore[no-untyped-def]
         pending=FakeTable({}),
         meta=FakeTable(meta or {}),
         positions=positions or Positions(Counter()),
+        semantic=None,  # the model's stage is off here, as in a worker without [semantic]
     )
     return PairingTask(stage, partition)  # type: ignore[arg-type]
 
