@@ -106,7 +106,7 @@ class PairingTask:
         self.meta: TaskState[str, Any] = TaskState(
             stage.meta, partition, orjson.dumps, orjson.loads
         )
-        self.scorer = Scorer(stage.policy)
+        self.scorer = Scorer(stage.policy, stage.counts)  # drops, shed: the worker's stats
         config = pairing_config(stage.policy)
         self.pairer = Pairer(self.state, config)
         self.others = [q for q in range(stage.partitions) if q != partition]
@@ -203,6 +203,7 @@ class PairingTask:
 
 
 Done = tuple[PairingTask, list[Record], list[PairScore]]  # a task's batch: records, scores
+Step = tuple[Matched, Source]  # what one event's pairing gave, and the event's bytes
 
 
 class PairingStage:
@@ -319,7 +320,7 @@ class PairingStage:
     def _process(self, task: PairingTask, batch: Sequence[Any]) -> Done:
         s = self.settings
         sends: list[Record] = []
-        scores: list[PairScore] = []
+        steps: list[Step] = []
         now_ms = int(time.time() * 1000)
         for event in batch:
             msg = event.message
@@ -332,7 +333,7 @@ class PairingStage:
                 task.forward[mark.partition] = mark.watermark_ms
                 continue
             if kind == END_OF_INPUT:
-                self._admitted(task, task.progress.end(), sends, scores, now_ms)
+                self._admitted(task, task.progress.end(), sends, steps, now_ms)
                 task.events_done = True
                 continue
             raw = msg.value if msg.value is not None else b""
@@ -345,17 +346,17 @@ class PairingStage:
             if msg.topic == s.topic_events:  # forwarded ones were checked where they came in
                 task.saw_event()
                 admitted = task.progress.admit(decoded, (raw, msg.key, source), now_ms)
-                self._admitted(task, admitted, sends, scores, now_ms)
+                self._admitted(task, admitted, sends, steps, now_ms)
             else:
-                self._pair(task, decoded, (raw, msg.key, source), sends, scores, now_ms)
-        return task, sends, scores + self._advance(task)
+                self._pair(task, decoded, (raw, msg.key, source), sends, steps, now_ms)
+        return task, sends, self._score(task, steps, sends, now_ms) + self._advance(task)
 
     def _admitted(
         self,
         task: PairingTask,
         admitted: Admitted[Source],
         sends: list[Record],
-        scores: list[PairScore],
+        steps: list[Step],
         now_ms: int,
     ) -> None:
         """Dead-letter what the progress check rejected; route and pair what it accepted."""
@@ -371,7 +372,7 @@ class PairingStage:
                     (self.settings.topic_repartition, event.request_id.encode(), raw, target, None)
                 )
                 continue
-            self._pair(task, event, (raw, key, source), sends, scores, now_ms)
+            self._pair(task, event, (raw, key, source), sends, steps, now_ms)
 
     def _pair(
         self,
@@ -379,28 +380,43 @@ class PairingStage:
         event: Event,
         came_as: Source,
         sends: list[Record],
-        scores: list[PairScore],
+        steps: list[Step],
         now_ms: int,
     ) -> None:
+        """Pair one event; what it completes is scored with the rest of the batch."""
         self.counts["events"] += 1
         task.ended = False
         try:
             check_storable(event)
             matched = task.pairer.add(event)
             self._count_shed(matched)
-            scores += task.score(matched)
         except Exception as exc:  # a bug must not stop the stream: keep the bytes
-            raw, key, source = came_as
-            log.exception("pairing failed for %s", source)
-            reason = DeadLetterReason.PROCESSING_ERROR
-            self._dead(sends, DeadLetter(reason, repr(exc)[:500], raw, now_ms, None, source), key)
+            self._failed(sends, came_as, exc, now_ms)
+            return
+        steps.append((matched, came_as))
+
+    def _score(
+        self, task: PairingTask, steps: list[Step], sends: list[Record], now_ms: int
+    ) -> list[PairScore]:
+        """The batch's pairing steps scored at once (an answer in several pairs is read
+        once), in the order of their events; an event whose step fails is dead-lettered."""
+        scores, failed = task.scorer.score_each(steps)
+        for came_as, exc in failed:
+            self._failed(sends, came_as, exc, now_ms)
+        return scores
+
+    def _failed(self, sends: list[Record], came_as: Source, exc: Exception, now_ms: int) -> None:
+        """A bug must not stop the stream: the event's bytes go to the dead-letter topic."""
+        raw, key, source = came_as
+        log.exception("pairing failed for %s", source, exc_info=exc)
+        reason = DeadLetterReason.PROCESSING_ERROR
+        self._dead(sends, DeadLetter(reason, repr(exc)[:500], raw, now_ms, None, source), key)
 
     def _count_shed(self, matched: Matched) -> None:
-        """The pairing table hit `pairing.max_pending` and closed open requests early."""
-        if matched.shed:
-            self.counts["pairs_shed"] += matched.shed
-            if self.metrics is not None:
-                self.metrics.observe_shed(matched.shed_experiment, matched.shed)
+        """The pairing table hit `pairing.max_pending` and closed open requests early: the
+        metric, per experiment (the count, ``pairing.shed``, is the `Scorer`'s)."""
+        if matched.shed and self.metrics is not None:
+            self.metrics.observe_shed(matched.shed_experiment, matched.shed)
 
     def _advance(self, task: PairingTask) -> list[PairScore]:
         """Sweep by the watermark; once every input has ended, flush everything."""

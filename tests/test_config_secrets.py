@@ -270,9 +270,9 @@ def test_a_running_worker_prints_no_secret_and_meters_shed_pairs(
     assert SECRET not in metrics
     shed_lines = [x for x in metrics.splitlines() if x.startswith("shadowlens_pairs_shed_total{")]
     shed_metric = sum(float(x.rsplit(" ", 1)[1]) for x in shed_lines)
-    report(capsys, secret_leaks=0, pairs_shed=stats["pairs_shed"], shed_metric=shed_metric)
+    report(capsys, secret_leaks=0, pairs_shed=stats["pairing.shed"], shed_metric=shed_metric)
     assert 'experiment="gpt4-to-llama3-70b"' in shed_lines[0]
-    assert shed_metric == stats["pairs_shed"] > 0
+    assert shed_metric == stats["pairing.shed"] > 0
 
 
 @pytest.mark.kafka

@@ -320,6 +320,7 @@ def _pairing_task(  # type: ignore[no-untyped-def]
         meta=FakeTable(meta or {}),
         positions=positions or Positions(Counter()),
         semantic=None,  # the model's stage is off here, as in a worker without [semantic]
+        counts=Counter(),
     )
     return PairingTask(stage, partition)  # type: ignore[arg-type]
 
