@@ -341,7 +341,13 @@ cmd_start() {
         mkdir -p "$d/logs" "$d/metadata"
         write_configs "$d" "$port" "$cport"
         java_common "$d"
-        cluster_id="$("$PY" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+        # A cluster id is 16 random bytes in URL-safe base64; one that starts with "-" (1 in
+        # 64) is read as an option by the format tool ("--cluster-id: expected one
+        # argument"), so draw again, as Kafka's own Uuid.randomUuid() does.
+        cluster_id="$("$PY" -c 'import base64, uuid
+while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+    pass
+print(i)')"
 
         t0=$SECONDS
         # One-shot tool: C1 only + serial GC start noticeably faster (~0.4 s of ~1.5 s).
