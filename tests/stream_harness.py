@@ -47,16 +47,18 @@ class StreamTopics:
     commands: str
 
 
-def make_topics(topic_factory: Any, events_partitions: int = 4) -> StreamTopics:
+def make_topics(
+    topic_factory: Any, events_partitions: int = 4, pairs_partitions: int = 1
+) -> StreamTopics:
     """Fresh topics for one test (deleted by the factory afterwards)."""
     big = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}  # room for a `too_large` event
     return StreamTopics(
         events=topic_factory(events_partitions, prefix="events", configs=big),
         repartition=topic_factory(events_partitions, prefix="repart", configs=big),
-        pairs=topic_factory(1, prefix="pairs", configs=big),
-        deadletter=topic_factory(1, prefix="dlq"),
+        pairs=topic_factory(pairs_partitions, prefix="pairs", configs=big),
+        deadletter=topic_factory(pairs_partitions, prefix="dlq"),
         control=topic_factory(1, prefix="control"),
-        commands=topic_factory(1, prefix="commands"),
+        commands=topic_factory(pairs_partitions, prefix="commands"),
     )
 
 
