@@ -75,7 +75,7 @@ def worker(
     """Run the streaming job on Kafka: pair, score, window, judge; ClickHouse + control topic.
 
     Every other setting comes from SHADOWLENS_* environment variables (streams/config.py)
-    or the config file's [worker] table. Start more workers with the same app id to split
+    or the config file's \\[worker] table. Start more workers with the same app id to split
     the partitions between them. Without a signing key the worker does not start, unless
     --allow-unsigned.
     """
