@@ -302,15 +302,21 @@ class ShadowConsumer(EagerDelivery, faust_aiokafka.Consumer):
     defer_resume = False
     _resume_after_seek: set[TP] | None = None
 
+    def _processed(self) -> dict[TP, int]:
+        """Per input partition of every stage, the offset after its last processed record."""
+        app: ShadowApp = self.app  # type: ignore[assignment]
+        return {
+            TP(*tp): offset
+            for positions in app.positions
+            for tp, offset in positions.next_offsets().items()
+        }
+
     def _filter_committable_offsets(self, tps: Any) -> dict[TP, int]:
         """After the last record processed in each partition (point 4 of the module doc)."""
-        app: ShadowApp = self.app  # type: ignore[assignment]
-        processed: dict[tuple[str, int], int] = {}
-        for positions in app.positions:
-            processed.update(positions.next_offsets())
+        processed = self._processed()
         offsets: dict[TP, int] = {}
         for tp in tps:
-            offset = processed.get((tp.topic, tp.partition))
+            offset = processed.get(tp)
             if offset is not None and self._should_commit(tp, offset):
                 offsets[tp] = offset
                 self._forget_acks_below(tp, offset)
@@ -461,9 +467,8 @@ class ShadowConsumer(EagerDelivery, faust_aiokafka.Consumer):
         app: ShadowApp = self.app  # type: ignore[assignment]
         behind = {
             tp: offset
-            for positions in app.positions
-            for tp, offset in positions.next_offsets().items()
-            if app.task_id(TP(*tp)) == tid and (self._committed_offset.get(TP(*tp)) or 0) < offset
+            for tp, offset in self._processed().items()
+            if app.task_id(tp) == tid and (self._committed_offset.get(tp) or 0) < offset
         }
         if behind:
             log.info("%s: records wait for the offsets of %s", tid, behind)
