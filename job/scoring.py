@@ -59,8 +59,10 @@ class Scorer:
         report a failure (the event's bytes); the failed ones are returned with the error."""
         try:
             return self.score_batch([matched for matched, _ in steps]), []
-        except Exception:  # found again below, step by step
-            pass
+        except Exception:
+            # the failing steps are found below, one by one; the count shows a fault of the
+            # batch path alone, which no step repeats
+            self.counts["scoring.batch_failed"] += 1
         scores: list[PairScore] = []
         failed: list[tuple[_T, Exception]] = []
         for matched, payload in steps:

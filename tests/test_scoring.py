@@ -46,5 +46,5 @@ def test_a_step_that_fails_costs_only_itself(monkeypatch: pytest.MonkeyPatch) ->
     scores, failed = scorer.score_each(steps)
     assert [s.request_id for s in scores] == ["r0", "r2"]
     assert [(payload, str(exc)) for payload, exc in failed] == [("bytes-1", "a comparator bug")]
-    # the failed batch counted nothing; each step that scored counts once
-    assert scorer.counts == {"dropped.duplicate": 2}
+    # the failed batch counted nothing but itself; each step that scored counts once
+    assert scorer.counts == {"scoring.batch_failed": 1, "dropped.duplicate": 2}
