@@ -24,6 +24,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from shadowlens.gateway.keys import generate
+from shadowlens.job.sinks import MemorySink
 from shadowlens.judge.policy import Policy, load_policy
 from shadowlens.pipeline.windows import window_start
 from shadowlens.replay.publish import publish
@@ -304,6 +305,36 @@ def last_window_end(events: Sequence[Event], policy: Policy | None = None) -> in
     policy = policy or load_policy()
     size_ms = policy.windows.size_ms
     return window_start(max(event_times(events, policy)), size_ms) + size_ms
+
+
+def replay_windows(memory: MemorySink) -> list[tuple[Any, ...]]:
+    """The in-process replay's closed windows as the worker tests read them from ClickHouse:
+    (experiment, segment, comparison, start ms, requests, paired, late pairs), sorted."""
+    return sorted(
+        (
+            w.key.experiment,
+            w.key.segment,
+            w.key.comparison,
+            w.key.start_ms,
+            w.aggregate.n_requests,
+            w.aggregate.n_paired,
+            w.late_pairs,
+        )
+        for w in memory.closed
+    )
+
+
+def replay_decisions(memory: MemorySink) -> list[tuple[Any, ...]]:
+    """The replay's decisions as (experiment, epoch, decided_at_ms, action), sorted: the
+    first four fields of `decision_key`."""
+    return sorted((d.experiment, d.epoch, d.decided_at_ms, str(d.action)) for d in memory.made)
+
+
+def decision_key(m: dict[str, Any]) -> tuple[Any, ...]:
+    """A decision on the control topic: experiment, epoch, time, action, then its evidence
+    (metric, segment, verdict, n)."""
+    evidence = tuple((e["metric"], e["segment"], e["verdict"], e["n"]) for e in m["evidence"])
+    return (m["experiment"], m["epoch"], m["decided_at_ms"], m["action"], evidence)
 
 
 def store_counts(dsn: str, expected: dict[str, str]) -> dict[str, int]:

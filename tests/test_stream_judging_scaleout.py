@@ -28,13 +28,15 @@ from shadowlens.streams.wire import pairing_partition
 from tests.stream_harness import (
     WorkerProcess,
     control_messages,
+    decision_key,
     make_topics,
     publish_payloads,
+    replay_decisions,
+    replay_windows,
     report,
     wait_for,
     worker_env,
 )
-from tests.test_stream_time import decision_key
 from tests.test_stream_worker import fast_policy
 
 if TYPE_CHECKING:
@@ -85,21 +87,8 @@ def test_two_workers_share_judging_and_match_the_replay(
     payloads = [e.to_json() for e in events]
     policy = fast_policy(tmp_path)
     memory = run_replay([(p, "") for p in payloads], load_policy(policy), None).memory
-    expected_windows = sorted(
-        (
-            w.key.experiment,
-            w.key.segment,
-            w.key.comparison,
-            w.key.start_ms,
-            w.aggregate.n_requests,
-            w.aggregate.n_paired,
-            w.late_pairs,
-        )
-        for w in memory.closed
-    )
-    expected_decisions = sorted(
-        (d.experiment, d.epoch, d.decided_at_ms, str(d.action)) for d in memory.made
-    )
+    expected_windows = replay_windows(memory)
+    expected_decisions = replay_decisions(memory)
     assert {d[0] for d in expected_decisions} == set(EXPERIMENTS)
     expected_pairs = Counter(score.experiment for score in memory.scores)
 

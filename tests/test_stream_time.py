@@ -37,11 +37,14 @@ from shadowlens.streams.wire import read_dead_letter
 from tests.stream_harness import (
     WorkerProcess,
     control_messages,
+    decision_key,
     final_decision_seen,
     last_window_end,
     make_topics,
     publish_payloads,
     read_topic,
+    replay_decisions,
+    replay_windows,
     wait_for,
     worker_env,
 )
@@ -155,11 +158,6 @@ def run_worker(
     }
 
 
-def decision_key(m: dict[str, Any]) -> tuple[Any, ...]:
-    evidence = tuple((e["metric"], e["segment"], e["verdict"], e["n"]) for e in m["evidence"])
-    return (m["experiment"], m["epoch"], m["decided_at_ms"], m["action"], evidence)
-
-
 def skew_seconds(metrics: str) -> dict[tuple[str, str], tuple[float, float, float]]:
     """(experiment, provider) -> (pairs observed, the bucket bounds (lo, hi] holding every
     observed skew in s) of the skew histogram (with negative buckets it has no _sum)."""
@@ -218,18 +216,5 @@ def test_long_calls_skewed_clocks_and_a_future_event_on_the_broker(
 
     # the same policy as the workers ran (no replica arm here: require_reference off)
     replayed = run_replay([(p, "") for p in clean], load_policy(fast_policy(tmp_path)), None)
-    memory = replayed.memory
-    assert sorted(
-        (
-            w.key.experiment,
-            w.key.segment,
-            w.key.comparison,
-            w.key.start_ms,
-            w.aggregate.n_requests,
-            w.aggregate.n_paired,
-            w.late_pairs,
-        )
-        for w in memory.closed
-    ) == [w[:7] for w in a["windows"]]
-    made = sorted((d.experiment, d.epoch, d.decided_at_ms, str(d.action)) for d in memory.made)
-    assert made == [k[:4] for k in a["decisions"]]
+    assert replay_windows(replayed.memory) == [w[:7] for w in a["windows"]]
+    assert replay_decisions(replayed.memory) == [k[:4] for k in a["decisions"]]
