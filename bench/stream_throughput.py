@@ -23,7 +23,10 @@ at Azure trace arrivals, no faults) and produced once, keyed by request_id, to a
     `--producer-batch-bytes` say otherwise), measured end to end: an event counts once the
     row of its request is in ClickHouse (the rows' `inserted_at`; a request's row written
     twice counts once, so this counts unique events);
-(c) the same with two worker processes in one consumer group.
+(c) the same with two worker processes in one consumer group;
+(e) the ceiling: one worker as in (b) but without content scores (`bench/unscored_worker.py`:
+    no label, JSON, lexical or signal comparators; all else as deployed), the most that
+    any speed-up of the comparators could give (b).
 
 Every arm is measured by one rule (`steady`): events/s between the moment 15 % and the
 moment 90 % of the M events are done (after every worker owns partitions, for (b) and (c)),
@@ -40,6 +43,7 @@ in CPU microseconds per event. Last line:
 
     RESULT ratio_pipeline_vs_raw=<b/a> ratio_pipeline_vs_faust=<b/a'> ratio_faust_vs_raw=<a'/a>
         ratio_two_workers=<c/b> ratio_pipeline_vs_quix=<b/d'>
+        ratio_unscored_vs_faust=<e/a'> ratio_unscored_vs_raw=<e/a>
 
 Before the RESULT line the bench measures how much two CPU-bound processes gain over one on
 this machine right now: the ceiling for ratio_two_workers (the broker shares the cores too).
@@ -97,6 +101,7 @@ WINDOW = (0.15, 0.90)
 PROGRESS_MARK = "bench-progress"
 SCORE_BATCH = Settings().batch_size  # pairing steps scored at once: one agent batch of events
 ARMS = ("raw", "faust", "quix", "quix-pair")
+UNSCORED = (sys.executable, str(ROOT / "bench" / "unscored_worker.py"))
 
 
 # --------------------------------------------------------------------------- one rule
@@ -268,13 +273,15 @@ def run_workers(
     workers: int,
     workdir: Path,
     settings: dict[str, str],
+    command: tuple[str, ...] = (SHADOWLENS,),
 ) -> dict[str, Any]:
-    """Run `workers` processes on the pre-produced events until every pair is written,
-    then measure them end to end: events whose rows are in ClickHouse (`landed`), by the
-    same rule as every arm, counted from when every worker owns partitions."""
+    """Run `workers` processes of `command` on the pre-produced events until every pair
+    is written, then measure them end to end: events whose rows are in ClickHouse
+    (`landed`), by the same rule as every arm, counted from when every worker owns
+    partitions."""
     env = worker_env(bootstrap, events_topic, workdir, settings)
     logs = [workdir / f"{env['SHADOWLENS_APP_ID']}-worker{i}.log" for i in range(workers)]
-    procs = [spawn([SHADOWLENS, "worker"], env, log) for log in logs]
+    procs = [spawn([*command, "worker"], env, log) for log in logs]
     cpu: list[tuple[float, float]] = []  # (time, CPU seconds of all workers)
     try:
         deadline = time.monotonic() + 600
@@ -460,9 +467,13 @@ def main() -> None:
                 env = worker_env(bootstrap, topic, work, settings)
                 arm[name] = run_arm(name, env, m, args.partitions, work)
                 row(label, arm[name]["events_per_s"], arm[name]["cpu_us_per_event"])
-            for workers, label in ((1, "(b) pipeline, 1 worker"), (2, "(c) pipeline, 2 workers")):
-                run = arm[f"workers{workers}"] = run_workers(
-                    bootstrap, topic, args.requests, workers, work, settings
+            for name, workers, command, label in (
+                ("workers1", 1, (SHADOWLENS,), "(b) pipeline, 1 worker"),
+                ("workers2", 2, (SHADOWLENS,), "(c) pipeline, 2 workers"),
+                ("unscored", 1, UNSCORED, "(e) 1 worker, no content scores"),
+            ):
+                run = arm[name] = run_workers(
+                    bootstrap, topic, args.requests, workers, work, settings, command
                 )
                 note = (
                     f"  (end to end: all {run['unique_events']} events in ClickHouse after "
@@ -481,7 +492,9 @@ def main() -> None:
         f"ratio_pipeline_vs_faust={rate['workers1'] / rate['faust']:.3f} "
         f"ratio_faust_vs_raw={rate['faust'] / rate['raw']:.3f} "
         f"ratio_two_workers={rate['workers2'] / rate['workers1']:.3f} "
-        f"ratio_pipeline_vs_quix={rate['workers1'] / rate['quix-pair']:.3f}"
+        f"ratio_pipeline_vs_quix={rate['workers1'] / rate['quix-pair']:.3f} "
+        f"ratio_unscored_vs_faust={rate['unscored'] / rate['faust']:.3f} "
+        f"ratio_unscored_vs_raw={rate['unscored'] / rate['raw']:.3f}"
     )
 
 
