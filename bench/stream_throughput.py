@@ -29,7 +29,7 @@ at Azure trace arrivals, no faults) and produced once, keyed by request_id, to a
     any speed-up of the comparators could give (b).
 
 Every arm is measured by one rule (`steady`): events/s between the moment 15 % and the
-moment 90 % of the M events are done (after every worker owns partitions, for (b) and (c)),
+moment 90 % of the M events are done (after every worker owns partitions, for the workers),
 so start-up, a join and the last batches' tail do not count; and the CPU time of its
 process(es) in that window per event (user + system, all threads): on a shared machine CPU
 per event moves far less with other load than events/s does, so compare runs on it. The

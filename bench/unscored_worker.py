@@ -15,7 +15,8 @@ from __future__ import annotations
 from shadowlens.cli.app import app
 from shadowlens.comparators import pairs
 
-if not callable(getattr(pairs, "_content_scores", None)):  # renamed: this arm would measure nothing
+# renamed, the patch below would change nothing and this arm would measure the scored worker
+if not callable(getattr(pairs, "_content_scores", None)):
     raise SystemExit("bench/unscored_worker.py: comparators.pairs._content_scores is gone")
 pairs._content_scores = lambda *args, **kwargs: {}
 
